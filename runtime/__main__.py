@@ -1,0 +1,5 @@
+import sys
+
+from vlogger.runtime.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""The root configuration: engine configs composed into one object that is passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlogger.engines.avatar.config import AvatarConfig
+from vlogger.engines.motion.align import AlignConfig
+from vlogger.engines.motion.teacher import TeacherConfig
+from vlogger.engines.render.warp import WarpConfig
+from vlogger.engines.tts import TTSConfig
+
+__all__ = ["RENDERERS", "OutputConfig", "VloggerConfig"]
+
+#: Renderer engines selectable by name.
+RENDERERS = ("warp",)
+
+
+@dataclass
+class OutputConfig:
+    """How videos are timed and encoded."""
+
+    fps: float = 25.0
+    """Video frame rate (frames per second)."""
+    height: int = 512
+    """Output height in pixels; the width keeps the photo's aspect, rounded to even."""
+    crf: int = 20
+    """x264 constant rate factor (lower is better quality, larger files)."""
+    preset: str = "veryfast"
+    """x264 speed preset."""
+    encoder_threads: int = 1
+    """Threads the H.264 encoder may use."""
+    lead_in: float = 0.2
+    """Seconds of idle before the speech starts in an offline render."""
+    tail: float = 0.4
+    """Seconds of idle after the speech ends in an offline render (the mouth settles)."""
+
+
+@dataclass
+class VloggerConfig:
+    """Everything a render or a session needs; built once (the CLI maps flags onto it)."""
+
+    output: OutputConfig = field(default_factory=OutputConfig)
+    """Video timing and encoding."""
+    avatar: AvatarConfig = field(default_factory=AvatarConfig)
+    """Photo loading, fitting and the expression rig."""
+    tts: TTSConfig = field(default_factory=TTSConfig)
+    """Text to speech (piper)."""
+    align: AlignConfig = field(default_factory=AlignConfig)
+    """Phoneme timings from audio alone (whisper transcript + pocketsphinx alignment)."""
+    motion: TeacherConfig = field(default_factory=TeacherConfig)
+    """The phoneme-driven motion generator."""
+    warp: WarpConfig = field(default_factory=WarpConfig)
+    """The CPU warp renderer."""
+    renderer: str = "warp"
+    """Renderer engine name (one of ``RENDERERS``)."""
+    seed: int = 0
+    """Seed of every stochastic process (blinks, gaze, head motion)."""

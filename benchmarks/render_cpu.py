@@ -14,8 +14,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -41,13 +44,36 @@ def _ms(samples: list[float]) -> float:
     return 1000.0 * statistics.median(samples)
 
 
+_COLD_FIT = """
+import time
+t0 = time.perf_counter()
+from vlogger.engines.avatar import load_avatar
+t1 = time.perf_counter()
+load_avatar(None, height={size}, cache=False)
+print(time.perf_counter() - t1, t1 - t0)
+"""
+
+
+def cold_fit_seconds(size: int) -> tuple[float, float]:
+    """Fit in a fresh process (mediapipe graphs created from scratch): (fit s, import s)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _COLD_FIT.format(size=size)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def bench(sizes: list[int], n_frames: int, runs: int) -> dict:
     cv2.setNumThreads(1)
     config = VloggerConfig()
-    config.tts.threads = 1
-    config.warp.threads = 1
-    results: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                     "frames": n_frames, "runs": runs, "sizes": {}}
+    config.tts = replace(config.tts, threads=1)
+    config.warp = replace(config.warp, threads=1)
+    results: dict = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "frames": n_frames,
+        "runs": runs,
+        "sizes": {},
+    }
 
     tts = PiperTTS(config.tts)
     first, rtf = [], []
@@ -71,13 +97,15 @@ def bench(sizes: list[int], n_frames: int, runs: int) -> dict:
             t0 = time.perf_counter()
             avatar = load_avatar(None, height=size, config=config.avatar, cache=False)
             fit_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        load_avatar(None, height=size, config=config.avatar, cache=True)
-        load_avatar(None, height=size, config=config.avatar, cache=True)
-        t1 = time.perf_counter()
-        load_avatar(None, height=size, config=config.avatar, cache=True)
+        load_avatar(None, height=size, config=config.avatar, cache=True)  # fills the cache
+        cached = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            load_avatar(None, height=size, config=config.avatar, cache=True)
+            cached.append(time.perf_counter() - t0)
         row["fit_ms"] = _ms(fit_s)
-        row["fit_cached_ms"] = 1000.0 * (time.perf_counter() - t1)
+        row["fit_cached_ms"] = _ms(cached)
+        row["fit_cold_process_ms"] = _ms([cold_fit_seconds(size)[0] for _ in range(runs)])
 
         motion_ms, pose_ms, warp_ms, encode_ms = [], [], [], []
         for run in range(runs):
@@ -120,19 +148,34 @@ def bench(sizes: list[int], n_frames: int, runs: int) -> dict:
         "warp_512_ms": TARGET_WARP_MS_512,
         "warp_512_met": None if w512 is None else bool(w512 <= TARGET_WARP_MS_512),
         "fit_s": TARGET_FIT_S,
-        "fit_met": bool(max(r["fit_ms"] for r in results["sizes"].values()) / 1000 <= TARGET_FIT_S),
+        "fit_met": bool(
+            max(r["fit_cold_process_ms"] for r in results["sizes"].values()) / 1000 <= TARGET_FIT_S
+        ),
     }
     return results
 
 
 def report(results: dict) -> str:
-    cols = ["fit_ms", "fit_cached_ms", "motion_ms", "pose_ms", "warp_ms", "warp_p90_ms", "encode_ms",
-            "total_per_frame_ms", "realtime_factor"]
-    lines = [f"{'size':>6} " + " ".join(f"{c:>18}" for c in cols)]
+    cols = [
+        "fit_cold_process_ms",
+        "fit_ms",
+        "fit_cached_ms",
+        "motion_ms",
+        "pose_ms",
+        "warp_ms",
+        "warp_p90_ms",
+        "encode_ms",
+        "total_per_frame_ms",
+        "realtime_factor",
+    ]
+    lines = [f"{'size':>6} " + " ".join(f"{c.removesuffix('_ms'):>13}" for c in cols)]
     for size, row in results["sizes"].items():
-        lines.append(f"{size:>6} " + " ".join(f"{row[c]:>18.2f}" for c in cols))
+        lines.append(f"{size:>6} " + " ".join(f"{row[c]:>13.2f}" for c in cols))
     tts = results["tts"]
-    lines.append(f"TTS: first chunk {tts['first_chunk_ms']:.0f} ms, real-time factor {tts['real_time_factor']:.3f}")
+    lines.append(
+        f"TTS: first chunk {tts['first_chunk_ms']:.0f} ms, real-time factor {tts['real_time_factor']:.3f}"
+    )
+    lines.append("(milliseconds; fit_* per photo, the rest per frame)")
     lines.append(f"targets: {results['targets']}")
     return "\n".join(lines)
 

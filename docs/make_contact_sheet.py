@@ -1,6 +1,6 @@
 """Make docs/contact_sheet.png: the photo, its fit (controls), and rendered frames of named actions.
 
-    python docs/make_contact_sheet.py [--image PHOTO] [--out docs/contact_sheet.png]
+python docs/make_contact_sheet.py [--image PHOTO] [--out docs/contact_sheet.png]
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ def main() -> None:
 
     full = [
         _label(cv2.resize(avatar.image, (TILE, TILE), interpolation=cv2.INTER_AREA), "photo"),
-        _label(cv2.resize(debug_view(avatar), (TILE, TILE), interpolation=cv2.INTER_AREA), "fit: mesh + keypoints"),
+        _label(
+            cv2.resize(debug_view(avatar), (TILE, TILE), interpolation=cv2.INTER_AREA),
+            "fit: mesh + keypoints",
+        ),
         _label(_crop(debug_view(avatar), box), "fit (face)"),
         _label(_crop(avatar.image, box), "photo (face)"),
     ]

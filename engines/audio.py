@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
 from vlogger.engines.errors import InputError
 from vlogger.engines.types import AudioChunk
 

@@ -69,7 +69,7 @@ def _render(args: argparse.Namespace) -> int:
         raise InputError(f"audio not found: {args.audio}")
 
     t0 = time.perf_counter()
-    last = [0.0]
+    last = [t0]
 
     def progress(done: int, total: int | None) -> None:
         now = time.perf_counter()

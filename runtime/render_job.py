@@ -17,6 +17,7 @@ import numpy as np
 
 from vlogger.engines.avatar import Avatar, load_avatar
 from vlogger.engines.errors import InputError
+from vlogger.engines.render.base import Renderer
 from vlogger.engines.types import AudioChunk, MotionFrame
 from vlogger.runtime.config import RENDERERS, VloggerConfig
 from vlogger.runtime.mp4 import Mp4Writer
@@ -103,7 +104,7 @@ def speech_chunks(
     return iter([chunk]), rate, source
 
 
-def _build_renderer(name: str, avatar: Avatar, config: VloggerConfig):  # type: ignore[no-untyped-def]
+def _build_renderer(name: str, avatar: Avatar, config: VloggerConfig) -> Renderer:
     if name == "warp":
         from vlogger.engines.render.warp import WarpRenderer
 
@@ -143,8 +144,9 @@ def render_video(
 
     height, width = avatar.image.shape[:2]
     motion = PhonemeMotionEngine(config.motion, fps=fps, seed=config.seed)
-    writer = Mp4Writer(out, width, height, fps, rate, config.output.crf, config.output.preset,
-                       config.output.encoder_threads)
+    writer = Mp4Writer(
+        out, width, height, fps, rate, config.output.crf, config.output.preset, config.output.encoder_threads
+    )
     written_samples = 0
     frames_done = 0
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-SHARED_DATA = Path(os.environ.get("VLOGGER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("VLOGGER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 @dataclass

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from media import decode_frames, probe
 
 from vlogger.engines.avatar.topology import NUM_LANDMARKS
@@ -52,7 +51,9 @@ def test_no_face_in_photo(tmp_path: Path) -> None:
     photo = tmp_path / "gradient.png"
     cv2.imwrite(str(photo), cv2.merge([img, img // 2, 255 - img]))
     out = tmp_path / "o.mp4"
-    refused(vlogger("render", "--image", str(photo), "--text", "Hi there.", "--out", str(out)), out, "no face")
+    refused(
+        vlogger("render", "--image", str(photo), "--text", "Hi there.", "--out", str(out)), out, "no face"
+    )
 
 
 def test_fake_image_and_missing_paths(tmp_path: Path) -> None:
@@ -60,8 +61,11 @@ def test_fake_image_and_missing_paths(tmp_path: Path) -> None:
     fake.write_text("this is not a picture")
     out = tmp_path / "o.mp4"
     refused(vlogger("render", "--image", str(fake), "--text", "Hi.", "--out", str(out)), out, "photo.png")
-    refused(vlogger("render", "--image", str(tmp_path / "nope.jpg"), "--text", "Hi.", "--out", str(out)),
-            out, "not found")
+    refused(
+        vlogger("render", "--image", str(tmp_path / "nope.jpg"), "--text", "Hi.", "--out", str(out)),
+        out,
+        "not found",
+    )
     refused(vlogger("render", "--audio", str(tmp_path / "nope.wav"), "--out", str(out)), out, "not found")
 
 
@@ -90,7 +94,9 @@ def test_silent_audio_idles_with_a_warning(tmp_path: Path) -> None:
     assert info["video"].duration >= 2.0
     frames = decode_frames(out)
     # the avatar is alive while idle: frames differ over time (blinks, head drift), never frozen
-    diffs = [np.abs(frames[i].astype(int) - frames[i + 5].astype(int)).mean() for i in range(0, len(frames) - 5, 5)]
+    diffs = [
+        np.abs(frames[i].astype(int) - frames[i + 5].astype(int)).mean() for i in range(0, len(frames) - 5, 5)
+    ]
     assert max(diffs) > 0.2
 
 
@@ -112,8 +118,17 @@ def test_odd_photos_and_audio_are_accepted(tmp_path: Path) -> None:
     tone = 0.3 + 1.4 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)  # DC + clipping
     wav = write_wav(tmp_path / "stereo.wav", np.stack([tone, 0.8 * tone], axis=1), 48000)
     out = tmp_path / "stereo.mp4"
-    result = vlogger("render", "--audio", str(wav), "--image", str(tmp_path / "gray.jpg"), "--size", "256",
-                     "--out", str(out))
+    result = vlogger(
+        "render",
+        "--audio",
+        str(wav),
+        "--image",
+        str(tmp_path / "gray.jpg"),
+        "--size",
+        "256",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     info = probe(out)
     assert abs(info["video"].duration - info["audio"].duration) <= 0.040

@@ -84,7 +84,9 @@ def test_blinks_and_head_motion_visible(text_render) -> None:  # type: ignore[no
     assert 0.5 < travel < 40
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "audio").is_dir(), reason="../shared/data is absent (real speech clips)")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "audio").is_dir(), reason="../shared/data is absent (real speech clips)"
+)
 def test_render_from_real_speech(tmp_path: Path) -> None:
     wav = SHARED_DATA / "audio" / "speech_f_5s.wav"
     out = tmp_path / "real.mp4"

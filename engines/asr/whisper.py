@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from vlogger.engines.errors import InputError
 
 __all__ = ["ASR_SAMPLE_RATE", "ASRConfig", "Segment", "WhisperASR", "Word"]

@@ -27,7 +27,14 @@ def _triangles(edges: set[tuple[int, int]]) -> np.ndarray:
         adj[a].add(b)
         adj[b].add(a)
     tris = sorted({tuple(sorted((a, b, c))) for a, b in und for c in adj[a] & adj[b]})
-    return np.asarray(tris, dtype=np.int32)
+    # A 3-clique is not always a face: where all three edges are also shared by two other
+    # triangles, the clique covers real faces (e.g. 49-64-129). A surface has <= 2 faces per edge.
+    uses: dict[tuple[int, int], int] = defaultdict(int)
+    for a, b, c in tris:
+        for e in ((a, b), (a, c), (b, c)):
+            uses[e] += 1
+    faces = [t for t in tris if min(uses[(t[0], t[1])], uses[(t[0], t[2])], uses[(t[1], t[2])]) <= 2]
+    return np.asarray(faces, dtype=np.int32)
 
 
 def _loops(edges: set[tuple[int, int]]) -> list[list[int]]:

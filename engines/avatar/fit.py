@@ -30,6 +30,7 @@ import numpy as np
 
 from vlogger.engines.avatar.types import AvatarFit, Camera
 from vlogger.engines.errors import InputError
+from vlogger.engines.native_log import quiet_native_stderr
 
 __all__ = [
     "FitConfig",
@@ -156,6 +157,11 @@ class Fitter:
         cv2.setNumThreads(int(self.config.threads))
         conf = float(self.config.min_detection_confidence)
         sol: Any = mp.solutions
+        with quiet_native_stderr():
+            self._create_graphs(sol, conf)
+        self._closed = False
+
+    def _create_graphs(self, sol: Any, conf: float) -> None:
         self._face = sol.face_mesh.FaceMesh(
             static_image_mode=True,
             max_num_faces=int(self.config.max_faces),
@@ -173,7 +179,6 @@ class Fitter:
             if self.config.detect_hands
             else None
         )
-        self._closed = False
 
     def __enter__(self) -> Fitter:
         return self
@@ -194,7 +199,8 @@ class Fitter:
 
     def _faces(self, img: np.ndarray) -> list[np.ndarray]:
         """All faces FaceMesh finds in ``img``, as (478, 3) arrays in ``img`` pixels."""
-        res = self._face.process(img)
+        with quiet_native_stderr():
+            res = self._face.process(img)
         if not res.multi_face_landmarks:
             return []
         h, w = img.shape[:2]
@@ -207,7 +213,8 @@ class Fitter:
         return out
 
     def _pose_points(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        res = self._pose.process(img)
+        with quiet_native_stderr():
+            res = self._pose.process(img)
         if res.pose_landmarks is None:
             return None
         h, w = img.shape[:2]
@@ -219,7 +226,8 @@ class Fitter:
     def _hand_points(self, img: np.ndarray) -> list[tuple[np.ndarray, str]]:
         if self._hands is None:
             return []
-        res = self._hands.process(img)
+        with quiet_native_stderr():
+            res = self._hands.process(img)
         if not res.multi_hand_landmarks:
             return []
         h, w = img.shape[:2]

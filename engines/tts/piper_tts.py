@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from vlogger.engines.cache import atomic_write_bytes, cache_dir
 from vlogger.engines.errors import InputError
 from vlogger.engines.types import AudioChunk, PhonemeTiming

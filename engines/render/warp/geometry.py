@@ -12,7 +12,6 @@ __all__ = [
     "local_frame",
     "similarity",
     "smoothstep",
-    "spurious_triangles",
 ]
 
 
@@ -48,20 +47,6 @@ def barycentric_affines(tri: np.ndarray) -> np.ndarray:
     c = np.where(ok, c, 1.0 / 3.0)
     f = np.where(ok, f, 1.0 / 3.0)
     return np.stack([a, b, c, d, e, f], axis=1)
-
-
-def spurious_triangles(triangles: np.ndarray) -> np.ndarray:
-    """Mask of triangles all of whose edges are shared by more than two triangles.
-
-    Rebuilding faces as 3-cliques of mediapipe's edge list adds a few triangles that cover
-    others (e.g. 49-64-129); a proper surface has at most two triangles per edge.
-    """
-    edges = np.sort(
-        np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [0, 2]]]), axis=1
-    )
-    _, inv, counts = np.unique(edges, axis=0, return_inverse=True, return_counts=True)
-    per = counts[inv.reshape(3, -1)]
-    return np.all(per > 2, axis=0)
 
 
 def eye_chains(contour: np.ndarray, pts: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:

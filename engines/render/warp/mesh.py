@@ -16,7 +16,7 @@ from vlogger.engines.avatar.topology import FaceTopology
 
 from .config import WarpConfig
 from .eyes import EyeModel
-from .geometry import similarity, spurious_triangles
+from .geometry import similarity
 from .mouth import MouthModel
 
 __all__ = ["FrameTargets", "WarpMesh"]
@@ -121,7 +121,6 @@ class WarpMesh:
             eye_tris += [(c, il[j], il[(j + 1) % len(il)]) for j in range(len(il))]
             eye_tris += _strip([*il, il[0]], [*loop, loop[0]])
         tris = np.asarray(topology.triangles, np.int64)
-        tris = tris[~spurious_triangles(tris)]
         depth = face[:, 2][tris].mean(axis=1) if face.shape[1] > 2 else np.zeros(len(tris))
         face_tris = tris[np.argsort(-depth, kind="stable")]
         ca, cb = mouth.corner_a, mouth.corner_b

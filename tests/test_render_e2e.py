@@ -16,7 +16,7 @@ TEXT = (
     "Hello, and welcome aboard. My name is Eileen, and I flew the space shuttle. "
     "Today I will tell you what it is like to look down at the blue planet."
 )
-LEAD_IN = 2.0  # seconds of silence before the speech: the mouth must stay nearly still there
+LEAD_IN = 2.5  # seconds of silence before the speech: the mouth must stay nearly still there
 
 
 def _face_box(height: int) -> tuple[int, int, int, int]:
@@ -76,7 +76,9 @@ def test_blinks_and_head_motion_visible(text_render) -> None:  # type: ignore[no
     _, report, _, track = text_render
     assert report.video_duration >= 10.0
     eyes = track.eyes
-    blinks = count_dips(eyes, 0.5 * np.nanmedian(eyes))
+    # mediapipe reads a rendered closed eye at ~55-65% of the open value (its landmark prior keeps
+    # lids apart); open-eye frames, speech and smiles included, stay above ~80%
+    blinks = count_dips(eyes, 0.72 * np.nanmedian(eyes))
     assert 1 <= blinks <= 8, f"{blinks} blinks in {report.video_duration:.1f} s"
     # the head moves a little (nose tip travels), but stays in place overall
     nose = track.nose[np.isfinite(track.nose[:, 0])]

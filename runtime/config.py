@@ -9,6 +9,7 @@ from vlogger.engines.motion.align import AlignConfig
 from vlogger.engines.motion.teacher import TeacherConfig
 from vlogger.engines.render.warp import WarpConfig
 from vlogger.engines.tts import TTSConfig
+from vlogger.runtime.server_config import ServerConfig
 
 __all__ = ["RENDERERS", "OutputConfig", "VloggerConfig"]
 
@@ -52,6 +53,8 @@ class VloggerConfig:
     """The phoneme-driven motion generator."""
     warp: WarpConfig = field(default_factory=WarpConfig)
     """The CPU warp renderer."""
+    server: ServerConfig = field(default_factory=ServerConfig)
+    """The real-time server (``vlogger serve``)."""
     renderer: str = "warp"
     """Renderer engine name (one of ``RENDERERS``)."""
     seed: int = 0

@@ -1,0 +1,121 @@
+"""``vlogger serve``: the command-line face of the real-time server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_serve_parser", "build_server", "run_serve"]
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` sub-command to a ``vlogger`` argparse sub-parser set."""
+    s = subparsers.add_parser("serve", help="stream the talking avatar to a browser over WebRTC")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8080, help="port of the page and WebSocket (default 8080)")
+    s.add_argument("--image", help="the avatar photo (default: the shipped public-domain portrait)")
+    s.add_argument("--renderer", default="warp", help="renderer engine (default warp)")
+    s.add_argument("--size", type=int, default=512, help="video height in pixels (default 512)")
+    s.add_argument("--fps", type=float, default=25.0, help="video frames per second (default 25)")
+    s.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN/TURN server for real deployments (repeatable; turn:user:pass@host:port); default none",
+    )
+    s.add_argument(
+        "--loopback-ice",
+        action="store_true",
+        help="also offer 127.0.0.1 as an ICE candidate (on by default when --host is a loopback address)",
+    )
+    s.add_argument("--max-sessions", type=int, default=16, help="concurrent sessions (default 16)")
+    s.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="seed of blinks, gaze and head motion")
+    s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return s
+
+
+def build_server(args: argparse.Namespace) -> Any:
+    """The :class:`~vlogger.runtime.server.VloggerServer` the flags describe (not started)."""
+    from vlogger.engines.errors import InputError
+    from vlogger.runtime import __version__
+    from vlogger.runtime.config import RENDERERS, VloggerConfig
+    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.server import VloggerServer
+    from vlogger.runtime.server_config import ServerConfig
+
+    if not (64 <= args.size <= 2048):
+        raise InputError(f"--size {args.size} is out of range (64 to 2048)")
+    if not (1.0 <= args.fps <= 60.0):
+        raise InputError(f"--fps {args.fps} is out of range (1 to 60)")
+    if not (0 <= args.port <= 65535):
+        raise InputError(f"--port {args.port} is not a TCP port")
+    if args.renderer not in RENDERERS:
+        raise InputError(f"--renderer {args.renderer!r} is unknown (choose from {', '.join(RENDERERS)})")
+    if args.image is not None and not Path(args.image).is_file():
+        raise InputError(f"image not found: {args.image}")
+    for url in args.ice_server:
+        if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+            raise InputError(f"--ice-server {url!r} must start with stun:, stuns:, turn: or turns:")
+    config = VloggerConfig()
+    config.seed = args.seed
+    config.renderer = args.renderer
+    config.output.fps = args.fps
+    config.output.height = args.size
+    threads = max(1, int(args.threads))
+    config.tts = dataclasses.replace(config.tts, threads=threads)
+    config.warp = dataclasses.replace(config.warp, threads=threads)
+    server_cfg = ServerConfig(
+        host=args.host,
+        port=args.port,
+        ice_servers=list(args.ice_server),
+        loopback_ice=bool(args.loopback_ice) or args.host in ("127.0.0.1", "localhost", "::1"),
+        max_sessions=max(1, int(args.max_sessions)),
+        default_image=args.image,
+    )
+    config.server = server_cfg
+    engines = RealEngines(config, size=args.size, image=args.image)
+    return VloggerServer(engines, server_cfg, version=__version__, seed=args.seed)
+
+
+async def _serve(server: Any) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    await server.start()
+    print(f"vlogger serve: open {server.url} (Ctrl+C stops)", file=sys.stderr, flush=True)
+    await server.serve_until_signal()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT/SIGTERM; 0 on a clean shutdown, 2 for bad flags or photo."""
+    from vlogger.engines.errors import InputError
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logging.getLogger("aiortc").setLevel(logging.WARNING)
+    try:
+        server = build_server(args)
+        try:
+            import uvloop
+
+            uvloop.run(_serve(server))
+        except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+            asyncio.run(_serve(server))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port} ({exc})", file=sys.stderr)
+        return 2
+    print("vlogger serve: stopped", file=sys.stderr)
+    return 0

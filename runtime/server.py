@@ -1,0 +1,211 @@
+"""The real-time server: the page from ``client_web/``, ``/healthz`` and one session per ``/ws``.
+
+``websockets`` (asyncio API) serves everything on one port; its ``process_request`` hook answers
+plain HTTP requests (static files, health) and lets ``/ws`` upgrade. Each socket gets a
+:class:`~vlogger.runtime.session.Session` with its own peer connection and pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http
+import importlib
+import json
+import logging
+import mimetypes
+import signal
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from vlogger.runtime.pipeline import EngineFactory
+from vlogger.runtime.protocol import error_event
+from vlogger.runtime.server_config import ServerConfig
+from vlogger.runtime.session import Session
+
+__all__ = ["CLIENT_DIR", "VloggerServer", "enable_loopback_ice"]
+
+_LOG = logging.getLogger(__name__)
+
+#: The browser page's folder (index.html, app.js, style.css).
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
+_STATIC = {".html", ".js", ".css", ".png", ".jpg", ".svg", ".ico"}
+
+
+def enable_loopback_ice() -> None:
+    """Make aioice offer 127.0.0.1 as a host candidate too (it leaves loopback out).
+
+    Process-wide (aioice reads a module function); idempotent. For same-machine tests only.
+    """
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "_vlogger_loopback", False):
+        return
+
+    @functools.wraps(original)
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = list(original(use_ipv4, use_ipv6))
+        if use_ipv4 and "127.0.0.1" not in addresses:
+            addresses.insert(0, "127.0.0.1")
+        return addresses
+
+    with_loopback._vlogger_loopback = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = with_loopback
+
+
+def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+class VloggerServer:
+    """``await server.start()`` then ``await server.stop()`` (or :meth:`serve_forever`)."""
+
+    def __init__(
+        self,
+        engines: EngineFactory,
+        config: ServerConfig | None = None,
+        version: str = "0",
+        static_dir: Path = CLIENT_DIR,
+        seed: int = 0,
+    ) -> None:
+        self.engines = engines
+        self.config = config or ServerConfig()
+        self.version = version
+        self.static_dir = static_dir
+        self.seed = seed
+        self.sessions: dict[str, Session] = {}
+        self.default_avatar: Any = None
+        self._server: Server | None = None
+        self._opened = 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}/"
+
+    async def start(self) -> None:
+        """Fit the default avatar, then listen."""
+        if self.config.loopback_ice:
+            enable_loopback_ice()
+        self.default_avatar = await asyncio.to_thread(self.engines.load_avatar, None)
+        await asyncio.to_thread(importlib.import_module, "scipy.signal")  # the resampler, 0.5 s to import
+        prepare = getattr(self.engines, "prepare", None)
+        if prepare is not None:  # e.g. load a voice ahead for the first session
+            await asyncio.to_thread(prepare)
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=self.config.max_message_bytes,
+            max_queue=16,
+            compression=None,
+            close_timeout=min(0.5, self.config.close_timeout_s),
+            ping_interval=self.config.keepalive_s,
+            ping_timeout=self.config.keepalive_timeout_s,
+        )
+        _LOG.info("serving on %s", self.url)
+
+    async def stop(self) -> None:
+        """Close every session and the listening socket."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout_s)
+            self._server = None
+        close = getattr(self.engines, "close", None)
+        if close is not None:  # e.g. wait for a voice being loaded ahead
+            await asyncio.to_thread(close)
+
+    async def serve_forever(self) -> None:
+        """Start, serve until SIGINT or SIGTERM, then shut down cleanly."""
+        await self.start()
+        await self.serve_until_signal()
+
+    async def serve_until_signal(self) -> None:
+        """Serve (already started) until SIGINT or SIGTERM, then close every session."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            _LOG.info("shutting down (%d sessions)", len(self.sessions))
+            await self.stop()
+
+    # ---- HTTP ------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            if not self._origin_ok(request):
+                refused = b"cross-origin WebSocket refused (see ServerConfig.allowed_origins)\n"
+                return _response(http.HTTPStatus.FORBIDDEN, refused, "text/plain; charset=utf-8")
+            return None
+        if path == "/healthz":
+            body = json.dumps({"status": "ok", "version": self.version, "sessions": len(self.sessions)})
+            return _response(http.HTTPStatus.OK, body.encode(), "application/json")
+        name = "index.html" if path in ("/", "") else path.lstrip("/")
+        target = (self.static_dir / name).resolve()
+        if target.suffix in _STATIC and target.is_file() and self.static_dir.resolve() in target.parents:
+            ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+            if ctype.startswith("text/") or ctype.endswith("javascript"):
+                ctype += "; charset=utf-8"
+            return _response(http.HTTPStatus.OK, target.read_bytes(), ctype)
+        return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+
+    def _origin_ok(self, request: Request) -> bool:
+        """Browsers send ``Origin``: only the server's own page (or a configured one) may connect,
+        so another web site cannot drive a local avatar; clients without ``Origin`` may."""
+        origin = request.headers.get("Origin")
+        if origin is None or "*" in self.config.allowed_origins or origin in self.config.allowed_origins:
+            return True
+        host = request.headers.get("Host", "")
+        return origin in (f"http://{host}", f"https://{host}")
+
+    # ---- WebSocket -------------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        if len(self.sessions) >= self.config.max_sessions:
+            msg = f"the server holds its maximum of {self.config.max_sessions} sessions"
+            with contextlib.suppress(Exception):
+                await ws.send(json.dumps(error_event("server_busy", msg)))
+                await ws.close(1013, "server busy")
+            return
+        self._opened += 1  # each session idles differently (blinks, gaze), reproducibly
+        session = Session(
+            ws,
+            self.engines,
+            self.default_avatar,
+            self.config,
+            self.version,
+            seed=self.seed + self._opened - 1,
+        )
+        self.sessions[session.id] = session
+        _LOG.info("session %s opened (%d open)", session.id, len(self.sessions))
+        try:
+            await session.run()
+        finally:
+            self.sessions.pop(session.id, None)
+            _LOG.info("session %s ended (%d open)", session.id, len(self.sessions))

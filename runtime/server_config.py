@@ -1,0 +1,57 @@
+"""Settings of the real-time server (``vlogger serve``): network, limits, pacing, buffers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass
+class ServerConfig:
+    """How ``vlogger serve`` listens, what it accepts and how far its pipeline runs ahead."""
+
+    host: str = "127.0.0.1"
+    """Interface to listen on (``0.0.0.0`` exposes the server to the network)."""
+    port: int = 8080
+    """TCP port of the page, ``/healthz`` and the ``/ws`` WebSocket (0 = any free port)."""
+    ice_servers: list[str] = field(default_factory=list)
+    """STUN/TURN URLs (``stun:host:port``, ``turn:user:pass@host:port``) given to the server's and
+    the page's peer connections. Empty = none: host candidates only, nothing leaves the machine."""
+    loopback_ice: bool = False
+    """Also offer 127.0.0.1 as an ICE host candidate (same-machine tests; aioice leaves it out)."""
+    allowed_origins: list[str] = field(default_factory=list)
+    """Extra page origins (``https://app.example``) allowed to open ``/ws`` from a browser; the
+    server's own origin and non-browser clients (no ``Origin`` header) always may; ``"*"`` = any."""
+    max_message_bytes: int = 8 * 1024 * 1024
+    """Largest WebSocket message accepted (photos included); a larger one closes the socket (1009)."""
+    max_say_chars: int = 20_000
+    """Longest ``say`` text, in characters."""
+    max_queued_utterances: int = 32
+    """Utterances (``say`` and ``audio.*``) a session holds that are not finished yet; more get
+    ``queue_full``."""
+    max_sessions: int = 16
+    """Concurrent sessions; a further connection gets ``server_busy`` and is closed."""
+    max_audio_segment_s: float = 600.0
+    """Longest ``audio.*`` segment, in seconds of audio."""
+    synthesis_ahead_s: float = 3.0
+    """Seconds of speech synthesised ahead of playback before the TTS thread waits."""
+    render_ahead_s: float = 0.12
+    """Seconds of video rendered ahead of playback (jitter cushion; speech starts after it)."""
+    audio_prebuffer_s: float = 0.2
+    """Seconds of ``audio.*`` PCM collected before the segment is scheduled (or ``audio.end``)."""
+    stats_period_s: float = 1.0
+    """Seconds between ``stats`` events."""
+    event_queue_size: int = 256
+    """Server events a session may hold for a client that does not read; beyond it the socket
+    is closed."""
+    keepalive_s: float = 1.0
+    """Seconds between WebSocket pings."""
+    keepalive_timeout_s: float = 2.0
+    """Seconds to wait for a pong: a vanished client (no FIN, no pong) is dropped, and its
+    session freed, within ``keepalive_s + keepalive_timeout_s`` + 0.5 s. A closed tab or a
+    killed client closes its socket and is freed at once."""
+    close_timeout_s: float = 2.0
+    """Seconds a closing session may take to free its threads and peer connection."""
+    default_image: str | None = None
+    """Photo every new session starts with; ``None`` = the shipped portrait."""

@@ -1,0 +1,348 @@
+"""One browser (or agent) connection: its WebSocket, peer connection, pipeline and event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from vlogger.runtime.pipeline import AudioSegment, EngineFactory, Pipeline, Utterance
+from vlogger.runtime.protocol import (
+    AudioEnd,
+    AudioStart,
+    AvatarSwitch,
+    ClientMessage,
+    Interrupt,
+    Offer,
+    ProtocolError,
+    Say,
+    error_event,
+    event,
+    parse_message,
+)
+from vlogger.runtime.server_config import ServerConfig
+from vlogger.runtime.tracks import AvatarVideoTrack, SpeechAudioTrack, TrackCounters
+
+__all__ = ["Session", "ice_servers"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def ice_servers(urls: list[str]) -> list[RTCIceServer]:
+    """``RTCIceServer``s from URLs; ``turn:user:pass@host:port`` carries credentials."""
+    out = []
+    for url in urls:
+        scheme, _, rest = url.partition(":")
+        if "@" in rest:
+            cred, _, host = rest.rpartition("@")
+            user, _, password = cred.partition(":")
+            out.append(RTCIceServer(urls=f"{scheme}:{host}", username=user, credential=password))
+        else:
+            out.append(RTCIceServer(urls=url))
+    return out
+
+
+def _public_ice(urls: list[str]) -> list[dict[str, Any]]:
+    """The page's ``iceServers`` (same servers, in the browser's format)."""
+    out: list[dict[str, Any]] = []
+    for s in ice_servers(urls):
+        item: dict[str, Any] = {"urls": s.urls}
+        if s.username:
+            item.update(username=s.username, credential=s.credential)
+        out.append(item)
+    return out
+
+
+class Session:
+    """Owns everything of one ``/ws`` connection; :meth:`run` returns when it is closed and freed."""
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        engines: EngineFactory,
+        default_avatar: Any,
+        config: ServerConfig,
+        version: str,
+        seed: int = 0,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.ws = ws
+        self.engines = engines
+        self.config = config
+        self.version = version
+        self.loop = asyncio.get_running_loop()
+        self.pipeline = Pipeline(engines, default_avatar, config, self.emit, seed=seed)
+        self.pc: RTCPeerConnection | None = None
+        self.video: AvatarVideoTrack | None = None
+        self.audio: SpeechAudioTrack | None = None
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=config.event_queue_size)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._segment: tuple[Utterance, AudioSegment] | None = None
+        self._ids = itertools.count(1)
+        self._avatar_lock = asyncio.Lock()
+        self._closing = False
+        self.closed = asyncio.Event()
+
+    # ---- events ----------------------------------------------------------------------------
+    def emit(self, ev: dict[str, Any]) -> None:
+        """Queue an event for the client; safe from any thread."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._put(ev)
+        elif not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._put, ev)
+
+    def _put(self, ev: dict[str, Any]) -> None:
+        if self._closing:
+            return
+        try:
+            self._events.put_nowait(ev)
+        except asyncio.QueueFull:
+            _LOG.warning("session %s: client does not read its events; closing", self.id)
+            self._spawn(self._abort("slow_client"))
+
+    async def _sender(self) -> None:
+        while True:
+            ev = await self._events.get()
+            if ev is None:
+                return
+            await self.ws.send(json.dumps(ev))
+
+    async def _abort(self, reason: str) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(1008, reason), 1.0)
+        self.ws.transport.abort()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---- main loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        w, h = self.pipeline.size
+        self.emit(
+            event(
+                "session",
+                id=self.id,
+                version=self.version,
+                fps=self.pipeline.fps,
+                width=w,
+                height=h,
+                ice_servers=_public_ice(self.config.ice_servers),
+                max_message_bytes=self.config.max_message_bytes,
+                max_say_chars=self.config.max_say_chars,
+                max_queued_utterances=self.config.max_queued_utterances,
+            )
+        )
+        sender = self._spawn(self._sender())
+        self._spawn(self._stats_loop())
+        self.pipeline.start()
+        try:
+            async for message in self.ws:
+                if sender.done():
+                    break
+                try:
+                    if isinstance(message, bytes):
+                        self._on_binary(message)
+                    else:
+                        await self._on_text(message)
+                except ProtocolError as exc:
+                    self.emit(exc.to_event())
+                except Exception as exc:  # never let one message kill the session
+                    _LOG.exception("session %s: message failed", self.id)
+                    self.emit(error_event("internal", f"{type(exc).__name__}: {exc}"))
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Free the peer connection, threads and tasks (within ``close_timeout_s``)."""
+        if self.closed.is_set():
+            return
+        self._closing = True
+        t0 = time.monotonic()
+        if self._segment is not None:
+            self._segment[1].close()
+        self.pipeline.interrupt()
+        for task in list(self._tasks):
+            task.cancel()
+        closer = asyncio.to_thread(self.pipeline.close, self.config.close_timeout_s * 0.5)
+        pc_close = self.pc.close() if self.pc is not None else asyncio.sleep(0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(closer, pc_close, return_exceptions=True), self.config.close_timeout_s
+            )
+        if self.video is not None:
+            self.video.stop()
+        if self.audio is not None:
+            self.audio.stop()
+        with contextlib.suppress(Exception):  # "going away" (server shutdown, failed peer connection)
+            await asyncio.wait_for(self.ws.close(1001, "session closed"), 0.5)
+        with contextlib.suppress(Exception):
+            self.ws.transport.abort()
+        _LOG.info("session %s closed in %.0f ms", self.id, (time.monotonic() - t0) * 1000)
+        self.closed.set()
+
+    # ---- messages --------------------------------------------------------------------------
+    def _on_binary(self, data: bytes) -> None:
+        if self._segment is None:
+            raise ProtocolError("bad_audio", "binary frame outside an audio segment (send audio.start first)")
+        utt, seg = self._segment
+        if seg.closed:  # cut by an interrupt: the rest of the segment is dropped quietly
+            return
+        try:
+            seg.append(data)
+        except ValueError as exc:
+            if "longer" in str(exc):
+                seg.close()
+                self._segment = None
+            raise ProtocolError("bad_audio", str(exc), utt.id) from exc
+
+    async def _on_text(self, raw: str) -> None:
+        msg: ClientMessage = parse_message(raw, self.config.max_say_chars)
+        if isinstance(msg, Offer):
+            await self._on_offer(msg)
+        elif isinstance(msg, Say):
+            utt = Utterance(id=msg.id or f"u{next(self._ids)}", text=msg.text)
+            self.pipeline.enqueue(utt)
+            self.emit(event("utterance", id=utt.id, state="queued"))
+        elif isinstance(msg, Interrupt):
+            for utt in self.pipeline.interrupt():  # an open audio segment is closed, not forgotten
+                self.emit(event("utterance", id=utt.id, state="interrupted"))
+        elif isinstance(msg, AudioStart):
+            if self._segment is not None and not self._segment[1].closed:
+                raise ProtocolError("bad_state", "an audio segment is already open (send audio.end)", msg.id)
+            seg = AudioSegment(msg.sample_rate, self.config.max_audio_segment_s)
+            utt = Utterance(id=msg.id or f"a{next(self._ids)}", audio=seg)
+            self.pipeline.enqueue(utt)
+            self._segment = (utt, seg)
+            self.emit(event("utterance", id=utt.id, state="queued"))
+        elif isinstance(msg, AudioEnd):
+            if self._segment is None:
+                raise ProtocolError("bad_state", "audio.end without an open audio segment", msg.id)
+            self._segment[1].close()
+            self._segment = None
+        elif isinstance(msg, AvatarSwitch):
+            self._spawn(self._switch_avatar(msg.image))
+
+    async def _switch_avatar(self, image: bytes) -> None:
+        from vlogger.engines.errors import InputError
+
+        async with self._avatar_lock:
+            try:
+                avatar, renderer = await asyncio.to_thread(self._load_avatar, image)
+            except InputError as exc:
+                self.emit(error_event("bad_image", str(exc)))
+                return
+            except Exception as exc:
+                _LOG.exception("avatar load failed")
+                self.emit(error_event("bad_image", f"could not use the photo ({type(exc).__name__}: {exc})"))
+                return
+            self.pipeline.switch_avatar(avatar, renderer)
+            h, w = avatar.image.shape[:2]
+            self.emit(event("avatar", width=int(w), height=int(h)))
+
+    def _load_avatar(self, image: bytes) -> tuple[Any, Any]:
+        avatar = self.engines.load_avatar(image)
+        return avatar, self.engines.make_renderer(avatar)
+
+    async def _on_offer(self, msg: Offer) -> None:
+        if self.pc is not None:
+            raise ProtocolError("bad_state", "this session already has a peer connection")
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.config.ice_servers)))
+        self.pc = pc
+        p = self.pipeline
+        self.video = AvatarVideoTrack(p.clock, p.frames, p.fps, on_sent=p.on_video_sent)
+        self.audio = SpeechAudioTrack(p.clock, p.timeline, on_marks=p.on_audio_marks)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:  # a microphone (later issues): drain it
+            self._spawn(_drain(track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc is not self.pc:  # a failed negotiation's connection being closed
+                return
+            state = pc.connectionState
+            self.emit(event("connection", state=state))
+            if state in ("failed", "closed") and not self._closing:
+                self._spawn(self._abort(f"peer connection {state}"))
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
+            kinds = {t.kind for t in pc.getTransceivers()}
+            if "video" not in kinds:
+                raise ValueError("the offer has no video m-line (add a recvonly video transceiver)")
+            pc.addTrack(self.video)
+            if "audio" in kinds:
+                pc.addTrack(self.audio)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:
+            self.pc = None
+            self.video = self.audio = None
+            with contextlib.suppress(Exception):
+                await pc.close()
+            raise ProtocolError("bad_sdp", f"could not negotiate the offer: {exc}") from exc
+        self.emit(event("answer", sdp=pc.localDescription.sdp))
+
+    # ---- stats -----------------------------------------------------------------------------
+    async def _stats_loop(self) -> None:
+        period = self.config.stats_period_s
+        last = time.monotonic()
+        prev = (0, 0, 0, 0)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            dt = max(1e-6, now - last)
+            last = now
+            v = self.video.counters if self.video is not None else TrackCounters()
+            a = self.audio.counters if self.audio is not None else TrackCounters()
+            cur = (v.sent, v.fresh, v.repeats, a.sent)
+            d = [c - q for c, q in zip(cur, prev, strict=True)]
+            prev = cur
+            p = self.pipeline
+            w, h = p.size
+            self.emit(
+                event(
+                    "stats",
+                    fps=round(d[0] / dt, 2),
+                    fps_rendered=round(d[1] / dt, 2),
+                    repeated_frames=d[2],
+                    audio_packets_per_s=round(d[3] / dt, 2),
+                    render_ms=round(p.render_ms(), 2),
+                    queue_frames=len(p.frames),
+                    queue_utterances=p.unfinished(),
+                    audio_buffer_ms=round(p.timeline.buffered_seconds() * 1000.0, 1),
+                    say_to_first_frame_ms=None
+                    if p.last_first_frame_ms is None
+                    else round(p.last_first_frame_ms, 1),
+                    stream_time_s=round(p.clock.now(), 3),
+                    width=w,
+                    height=h,
+                )
+            )
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+        while True:
+            await track.recv()

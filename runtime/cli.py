@@ -71,11 +71,14 @@ def _render(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     last = [t0]
 
+    tty = sys.stderr.isatty()
+
     def progress(done: int, total: int | None) -> None:
         now = time.perf_counter()
-        if not args.quiet and now - last[0] > 1.0:
+        if not args.quiet and now - last[0] > (1.0 if tty else 5.0):
             last[0] = now
-            print(f"\rrendered {done} frames ({done / args.fps:.1f} s of video)", end="", file=sys.stderr)
+            end = "" if tty else "\n"
+            print(f"\rrendered {done} frames ({done / args.fps:.1f} s of video)", end=end, file=sys.stderr)
 
     request = RenderRequest(out=Path(args.out), image=args.image, text=args.text, audio=args.audio)
     report = render_video(request, config, progress)

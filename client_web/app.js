@@ -6,13 +6,14 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   video: $("video"), stats: $("stats"), conn: $("conn"), sound: $("sound"), form: $("say-form"),
   text: $("text"), interrupt: $("interrupt"), photo: $("photo"), reconnect: $("reconnect"),
-  errors: $("errors"), utterances: $("utterances"),
+  errors: $("errors"), utterances: $("utterances"), mic: $("mic"), heard: $("heard"), user: $("user"),
 };
 
 // Read by tests (tests/test_browser.py) and handy in the console.
 const state = (window.vlogger = {
   ws: null, pc: null, session: null, connection: "idle", lastStats: null, utterances: {}, errors: [],
   maxBytes: 8 * 1024 * 1024, maxChars: 20000, nextId: 1,
+  micWanted: new URLSearchParams(location.search).has("mic"), mic: null, user: "silent", transcripts: [],
 });
 
 function setConnection(s, label) {
@@ -83,7 +84,22 @@ async function startPeer(iceServers) {
   const pc = new RTCPeerConnection({ iceServers: iceServers || [] });
   state.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
+  let micTrack = null;
+  if (state.micWanted) {
+    try {
+      // echo cancellation keeps the avatar's own voice out of what the server hears
+      state.mic = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+      });
+      micTrack = state.mic.getAudioTracks()[0];
+    } catch (err) {
+      showError(`no microphone: ${err}`);
+      state.micWanted = false;
+    }
+  }
+  if (micTrack) pc.addTransceiver(micTrack, { direction: "sendrecv" });
+  else pc.addTransceiver("audio", { direction: "recvonly" });
+  ui.mic.textContent = micTrack ? "Mic on" : "Mic off";
   const stream = new MediaStream();
   ui.video.srcObject = stream;
   pc.ontrack = (e) => stream.addTrack(e.track);
@@ -122,6 +138,11 @@ function connect() {
       case "avatar": showNote(`new photo in use (${m.width}×${m.height})`); break;
       case "error": showError(m.message, m.code); break;
       case "connection": break;
+      case "user":
+        state.user = m.state;
+        ui.user.textContent = m.state === "speaking" ? "you are speaking…" : "";
+        break;
+      case "transcript": onTranscript(m); break;
     }
   };
   ws.onclose = (ev) => {
@@ -132,7 +153,17 @@ function connect() {
   ws.onerror = () => showError("cannot reach the server");
 }
 
+function onTranscript(m) {
+  if (!m.final) { ui.user.textContent = `… ${m.text}`; return; }
+  state.transcripts.push(m.text);
+  const li = document.createElement("li");
+  li.textContent = m.text;
+  ui.heard.prepend(li);
+  while (ui.heard.children.length > 20) ui.heard.lastChild.remove();
+}
+
 function disconnect() {
+  if (state.mic) { state.mic.getTracks().forEach((t) => t.stop()); state.mic = null; }
   if (state.pc) { state.pc.close(); state.pc = null; }
   if (state.ws) { const ws = state.ws; state.ws = null; ws.close(); }
 }
@@ -165,6 +196,11 @@ ui.text.addEventListener("keydown", (e) => {
 });
 ui.interrupt.addEventListener("click", () => send({ type: "interrupt" }));
 ui.reconnect.addEventListener("click", connect);
+ui.mic.addEventListener("click", () => { // the microphone joins the peer connection: reconnect with it
+  state.micWanted = !state.micWanted;
+  enableSound();
+  connect();
+});
 ui.sound.addEventListener("click", () => {
   if (ui.video.muted) enableSound();
   else { ui.video.muted = true; ui.sound.textContent = "Sound off"; }

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vlogger.runtime.serve_cli import add_serve_parser, run_serve
 
     add_serve_parser(sub).set_defaults(run=run_serve)
+    from vlogger.export.cli import add_export_parser, run_export
+
+    add_export_parser(sub).set_defaults(run=run_export)
     return parser
 
 
@@ -121,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.command == "fit":
             return _fit(args)
-        if args.command == "serve":
+        if args.command in ("serve", "export"):
             return int(args.run(args))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from vlogger.engines.avatar.config import AvatarConfig
 from vlogger.engines.motion.align import AlignConfig
 from vlogger.engines.motion.teacher import TeacherConfig
+from vlogger.engines.render.diffusion.config import DiffusionConfig
 from vlogger.engines.render.warp import WarpConfig
 from vlogger.engines.tts import TTSConfig
 from vlogger.runtime.server_config import ServerConfig
@@ -14,7 +15,7 @@ from vlogger.runtime.server_config import ServerConfig
 __all__ = ["RENDERERS", "OutputConfig", "VloggerConfig"]
 
 #: Renderer engines selectable by name.
-RENDERERS = ("warp",)
+RENDERERS = ("warp", "diffusion")
 
 
 @dataclass
@@ -53,6 +54,8 @@ class VloggerConfig:
     """The phoneme-driven motion generator."""
     warp: WarpConfig = field(default_factory=WarpConfig)
     """The CPU warp renderer."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """The temporal diffusion renderer (model path, backend, steps, window)."""
     server: ServerConfig = field(default_factory=ServerConfig)
     """The real-time server (``vlogger serve``)."""
     renderer: str = "warp"

@@ -31,6 +31,7 @@ import numpy as np
 
 from vlogger.engines.types import AudioChunk, PhonemeTiming
 from vlogger.runtime.clock import MediaClock
+from vlogger.runtime.listen import PlayedAudio
 from vlogger.runtime.protocol import ProtocolError, event
 from vlogger.runtime.server_config import ServerConfig
 from vlogger.runtime.tracks import AUDIO_RATE, AudioTimeline, FrameQueue
@@ -81,6 +82,8 @@ class RealEngines:
         self._closed = False
         self._preload: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._vad_session: Any = None
+        self._asr: Any = None
 
     def _load_tts(self) -> Any:
         from vlogger.engines.tts import PiperTTS
@@ -124,6 +127,28 @@ class RealEngines:
         if preload is not None:
             preload.join(timeout)
 
+    def make_vad(self) -> Any:
+        """A streaming Silero VAD for one microphone (the ONNX session is shared)."""
+        from vlogger.engines.asr.vad import SileroVAD, VADConfig
+
+        with self._lock:
+            if self._vad_session is None:
+                self._vad_session = SileroVAD.load_session(VADConfig(threads=1))
+            session = self._vad_session
+        return SileroVAD(VADConfig(threads=1), session=session)
+
+    def make_asr(self) -> Any:
+        """The whisper recogniser, shared by every session (it serialises calls itself)."""
+        from vlogger.engines.asr import ASRConfig, WhisperASR
+
+        with self._lock:
+            if self._asr is None:
+                threads = max(1, int(getattr(self.config.tts, "threads", 1)))
+                self._asr = WhisperASR(ASRConfig(cpu_threads=threads))
+            asr = self._asr
+        asr.warmup()
+        return asr
+
     def make_motion(self, seed: int) -> Any:
         from vlogger.engines.motion.teacher import PhonemeMotionEngine
 
@@ -140,10 +165,14 @@ class RealEngines:
         return load_avatar(source, height=self.size, config=self.config.avatar)
 
     def make_renderer(self, avatar: Any) -> Any:
+        if self.config.renderer == "diffusion":
+            from vlogger.engines.render.diffusion import DiffusionRenderer
+
+            return DiffusionRenderer(avatar.image, avatar.fit, self.config.diffusion, self.config.warp)
         if self.config.renderer != "warp":
             from vlogger.engines.errors import InputError
 
-            raise InputError(f"unknown renderer {self.config.renderer!r} (the server has: warp)")
+            raise InputError(f"unknown renderer {self.config.renderer!r} (the server has: warp, diffusion)")
         from vlogger.engines.render.warp import WarpRenderer
 
         return WarpRenderer(avatar.image, avatar.fit, self.config.warp)
@@ -251,6 +280,8 @@ class Pipeline:
         self.clock = MediaClock()
         self.timeline = AudioTimeline()
         self.frames = FrameQueue(capacity=max(8, int(self.fps * 2)))
+        self.played = PlayedAudio()
+        """What the avatar said, at 16 kHz on the media clock (the microphone's echo reference)."""
         self._emit = emit
         self._avatar = avatar
         self._renderer = engines.make_renderer(avatar)
@@ -338,6 +369,7 @@ class Pipeline:
             self._active.clear()
             self._watch_first_frame.clear()
             self.timeline.flush()
+            self.played.truncate(self.timeline.read_pos / AUDIO_RATE)
             self._inbox.append(("clear", None))
             for u in cut:
                 u.state = "interrupted"
@@ -431,6 +463,7 @@ class Pipeline:
             if not alive():
                 return
             pcm48 = _to_48k(chunk.pcm, chunk.sample_rate)
+            pcm16 = _to_16k(chunk.pcm, chunk.sample_rate)
             with self._wake:
                 if self._gen != gen or self._stop.is_set():
                     return
@@ -454,6 +487,7 @@ class Pipeline:
                     self._watch_first_frame.append((math.ceil(timed.pts * self.fps - 1e-6), utt))
                 last_sample = start + pcm48.size - 1
                 self._inbox.append(("audio", timed))
+                self.played.add(timed.pts, pcm16)
             self._wait_ahead(alive)
         with self._wake:
             if self._gen != gen or self._stop.is_set():
@@ -531,6 +565,14 @@ class Pipeline:
             self._render_ms.append((time.perf_counter() - t0) * 1000.0)
             self.frames.put(mf.index, frame)
             next_index = mf.index + 1
+
+
+def _to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
+    if rate == 16000:
+        return np.asarray(pcm, dtype=np.float32)
+    from vlogger.engines.audio import resample
+
+    return resample(pcm, rate, 16000)
 
 
 def _to_48k(pcm: np.ndarray, rate: int) -> np.ndarray:

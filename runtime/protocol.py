@@ -44,6 +44,10 @@ ERROR_CODES: dict[str, str] = {
     "server_busy": "the server holds its maximum of sessions (the socket is closed after this)",
     "slow_client": "the client does not read its events (the socket is closed after this)",
     "internal": "an unexpected server fault; the session goes on",
+    "unknown_session": "attach names no open session",
+    "not_attached": "an agent sent a session message before attach or create",
+    "asr_busy": "speech recognition fell behind and dropped an utterance",
+    "brain_failed": "the built-in brain could not answer (its server failed or is unreachable)",
 }
 
 #: States of ``{"type":"utterance","state":...}`` in the order they happen.

@@ -109,6 +109,10 @@ def _build_renderer(name: str, avatar: Avatar, config: VloggerConfig) -> Rendere
         from vlogger.engines.render.warp import WarpRenderer
 
         return WarpRenderer(avatar.image, avatar.fit, config.warp)
+    if name == "diffusion":
+        from vlogger.engines.render.diffusion import DiffusionRenderer
+
+        return DiffusionRenderer(avatar.image, avatar.fit, config.diffusion, config.warp)
     raise InputError(f"unknown renderer {name!r}; choose one of {', '.join(RENDERERS)}")
 
 
@@ -149,6 +153,7 @@ def render_video(
     )
     written_samples = 0
     frames_done = 0
+    windowed = hasattr(renderer, "push")  # windowed renderers (diffusion) return frames N/2 at a time
 
     def emit(frames: list[MotionFrame]) -> None:
         nonlocal frames_done, t
@@ -156,13 +161,18 @@ def render_video(
             t = time.perf_counter()
             posed = avatar.rig.pose(mf)
             t = clock.add("pose", t)
-            rgb = renderer.render(posed)
+            rgbs = renderer.push(posed) if windowed else [renderer.render(posed)]  # type: ignore[attr-defined]
             t = clock.add("render", t)
+            write(rgbs)
+
+    def write(rgbs: list[np.ndarray]) -> None:
+        nonlocal frames_done, t
+        for rgb in rgbs:
             writer.write_frame(rgb)
-            t = clock.add("encode", t)
             frames_done += 1
             if progress is not None:
                 progress(frames_done, None)
+        t = clock.add("encode", t)
 
     def write_silence_until(pts: float) -> None:
         nonlocal written_samples
@@ -196,6 +206,11 @@ def render_video(
         rest = motion.frames(end_pts - 0.5 / fps)
         clock.add("motion", t)
         emit(rest)
+        if windowed:
+            t = time.perf_counter()
+            rgbs = renderer.flush()  # type: ignore[attr-defined]
+            t = clock.add("render", t)
+            write(rgbs)
         write_silence_until(end_pts)
         t = time.perf_counter()
         path = writer.close()

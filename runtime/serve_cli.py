@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,20 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--max-sessions", type=int, default=16, help="concurrent sessions (default 16)")
     s.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
     s.add_argument("--seed", type=int, default=0, help="seed of blinks, gaze and head motion")
+    s.add_argument(
+        "--token",
+        default=None,
+        help="bearer token agents must send on /agent (default: env VLOGGER_TOKEN; none = loopback only)",
+    )
+    s.add_argument(
+        "--brain",
+        default="echo",
+        choices=("echo", "openai", "none"),
+        help="what answers the user when no agent is attached (default echo: says back what it heard)",
+    )
+    s.add_argument("--brain-url", help="OpenAI-compatible chat-completions URL for --brain openai")
+    s.add_argument("--brain-model", help="model name for --brain openai")
+    s.add_argument("--no-listen", action="store_true", help="ignore the page's microphone")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return s
 
@@ -45,6 +60,7 @@ def build_server(args: argparse.Namespace) -> Any:
     """The :class:`~vlogger.runtime.server.VloggerServer` the flags describe (not started)."""
     from vlogger.engines.errors import InputError
     from vlogger.runtime import __version__
+    from vlogger.runtime.brains import BrainConfig, make_brain
     from vlogger.runtime.config import RENDERERS, VloggerConfig
     from vlogger.runtime.pipeline import RealEngines
     from vlogger.runtime.server import VloggerServer
@@ -63,6 +79,9 @@ def build_server(args: argparse.Namespace) -> Any:
     for url in args.ice_server:
         if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
             raise InputError(f"--ice-server {url!r} must start with stun:, stuns:, turn: or turns:")
+    token = args.token if args.token is not None else os.environ.get("VLOGGER_TOKEN") or None
+    brain = BrainConfig(name=args.brain, url=args.brain_url, model=args.brain_model)
+    make_brain(brain)  # a bad --brain-url or a missing --brain-model fails here, by name
     config = VloggerConfig()
     config.seed = args.seed
     config.renderer = args.renderer
@@ -78,6 +97,9 @@ def build_server(args: argparse.Namespace) -> Any:
         loopback_ice=bool(args.loopback_ice) or args.host in ("127.0.0.1", "localhost", "::1"),
         max_sessions=max(1, int(args.max_sessions)),
         default_image=args.image,
+        token=token,
+        brain=brain,
+        listen_enabled=not args.no_listen,
     )
     config.server = server_cfg
     engines = RealEngines(config, size=args.size, image=args.image)

@@ -23,6 +23,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from vlogger.runtime.agent import agent_access, serve_agent
+from vlogger.runtime.brains import make_brain
 from vlogger.runtime.pipeline import EngineFactory
 from vlogger.runtime.protocol import error_event
 from vlogger.runtime.server_config import ServerConfig
@@ -110,6 +112,9 @@ class VloggerServer:
         prepare = getattr(self.engines, "prepare", None)
         if prepare is not None:  # e.g. load a voice ahead for the first session
             await asyncio.to_thread(prepare)
+        make_asr = getattr(self.engines, "make_asr", None)
+        if self.config.listen_enabled and make_asr is not None:  # whisper loads in about a second
+            await asyncio.to_thread(make_asr)
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -159,6 +164,17 @@ class VloggerServer:
     # ---- HTTP ------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        if path == "/agent":
+            if not self._origin_ok(request):
+                refused = b"cross-origin WebSocket refused\n"
+                return _response(http.HTTPStatus.FORBIDDEN, refused, "text/plain; charset=utf-8")
+            denied = agent_access(request, connection.remote_address, self.config.token)
+            if denied is not None:
+                status, reason = denied
+                return _response(
+                    http.HTTPStatus(status), (reason + "\n").encode(), "text/plain; charset=utf-8"
+                )
+            return None
         if path == "/ws":
             if not self._origin_ok(request):
                 refused = b"cross-origin WebSocket refused (see ServerConfig.allowed_origins)\n"
@@ -187,6 +203,14 @@ class VloggerServer:
 
     # ---- WebSocket -------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
+        path = ws.request.path.split("?", 1)[0] if ws.request is not None else "/ws"
+        if path == "/agent":
+            await serve_agent(ws, self)
+            return
+        await self.run_session(ws)
+
+    async def run_session(self, ws: ServerConnection, headless: bool = False) -> None:
+        """Run one session on ``ws`` until it closes (``headless``: created by an agent)."""
         if len(self.sessions) >= self.config.max_sessions:
             msg = f"the server holds its maximum of {self.config.max_sessions} sessions"
             with contextlib.suppress(Exception):
@@ -201,6 +225,8 @@ class VloggerServer:
             self.config,
             self.version,
             seed=self.seed + self._opened - 1,
+            brain=None if headless else make_brain(self.config.brain),
+            headless=headless,
         )
         self.sessions[session.id] = session
         _LOG.info("session %s opened (%d open)", session.id, len(self.sessions))

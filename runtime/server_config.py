@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vlogger.runtime.brains import BrainConfig
+from vlogger.runtime.listen import ListenConfig
+
 __all__ = ["ServerConfig"]
 
 
@@ -55,3 +58,16 @@ class ServerConfig:
     """Seconds a closing session may take to free its threads and peer connection."""
     default_image: str | None = None
     """Photo every new session starts with; ``None`` = the shipped portrait."""
+    token: str | None = None
+    """Bearer token agents must send on ``/agent`` (``Authorization: Bearer T``, compared in
+    constant time). ``None`` = ``/agent`` is open to loopback peers only."""
+    brain: BrainConfig = field(default_factory=BrainConfig)
+    """What answers a transcript when no agent is attached (``echo`` by default)."""
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    """Microphone handling: VAD, utterance cutting, barge-in, echo check."""
+    listen_enabled: bool = True
+    """Transcribe a microphone track when the page sends one (off: it is drained unheard)."""
+    agent_event_queue_size: int = 256
+    """Events an agent may leave unread before its socket is closed (``slow_client``)."""
+    max_agents_per_session: int = 4
+    """Agents attached to one session at once."""

@@ -16,6 +16,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from vlogger.runtime.brains import Brain
+from vlogger.runtime.conversation import Conversation
 from vlogger.runtime.pipeline import AudioSegment, EngineFactory, Pipeline, Utterance
 from vlogger.runtime.protocol import (
     AudioEnd,
@@ -33,7 +35,10 @@ from vlogger.runtime.protocol import (
 from vlogger.runtime.server_config import ServerConfig
 from vlogger.runtime.tracks import AvatarVideoTrack, SpeechAudioTrack, TrackCounters
 
-__all__ = ["Session", "ice_servers"]
+__all__ = ["AGENT_EVENTS", "Session", "ice_servers"]
+
+#: Session events an attached agent receives (besides the replies to its own messages).
+AGENT_EVENTS = frozenset({"user", "transcript", "utterance", "avatar", "connection"})
 
 _LOG = logging.getLogger(__name__)
 
@@ -74,14 +79,22 @@ class Session:
         config: ServerConfig,
         version: str,
         seed: int = 0,
+        brain: Brain | None = None,
+        headless: bool = False,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
+        self.headless = headless
+        """Created by an agent over ``/agent`` (its socket is ``ws``; no built-in brain)."""
         self.ws = ws
         self.engines = engines
         self.config = config
         self.version = version
         self.loop = asyncio.get_running_loop()
         self.pipeline = Pipeline(engines, default_avatar, config, self.emit, seed=seed)
+        self.conversation = Conversation(self.pipeline, self.emit, None if headless else brain, config.listen)
+        self.agents: set[Any] = set()
+        """Attached agents (:class:`~vlogger.runtime.agent.AgentLink`), each fed ``AGENT_EVENTS``."""
+        self._segment_owner: Any = None
         self.pc: RTCPeerConnection | None = None
         self.video: AvatarVideoTrack | None = None
         self.audio: SpeechAudioTrack | None = None
@@ -109,6 +122,9 @@ class Session:
     def _put(self, ev: dict[str, Any]) -> None:
         if self._closing:
             return
+        if self.agents and ev.get("type") in AGENT_EVENTS:
+            for link in list(self.agents):
+                link.put(ev)
         try:
             self._events.put_nowait(ev)
         except asyncio.QueueFull:
@@ -181,10 +197,18 @@ class Session:
         t0 = time.monotonic()
         if self._segment is not None:
             self._segment[1].close()
-        self.pipeline.interrupt()
+        self.conversation.interrupt()
+        for link in list(self.agents):
+            link.session_closed(self.id)
+        self.agents.clear()
         for task in list(self._tasks):
             task.cancel()
-        closer = asyncio.to_thread(self.pipeline.close, self.config.close_timeout_s * 0.5)
+
+        def free() -> None:
+            self.conversation.close(self.config.close_timeout_s * 0.25)
+            self.pipeline.close(self.config.close_timeout_s * 0.5)
+
+        closer = asyncio.to_thread(free)
         pc_close = self.pc.close() if self.pc is not None else asyncio.sleep(0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
@@ -202,9 +226,13 @@ class Session:
         self.closed.set()
 
     # ---- messages --------------------------------------------------------------------------
-    def _on_binary(self, data: bytes) -> None:
+    def _on_binary(self, data: bytes, owner: Any = None) -> None:
         if self._segment is None:
             raise ProtocolError("bad_audio", "binary frame outside an audio segment (send audio.start first)")
+        if self._segment_owner is not owner:
+            raise ProtocolError(
+                "bad_audio", "the open audio segment belongs to another client of this session"
+            )
         utt, seg = self._segment
         if seg.closed:  # cut by an interrupt: the rest of the segment is dropped quietly
             return
@@ -217,7 +245,46 @@ class Session:
             raise ProtocolError("bad_audio", str(exc), utt.id) from exc
 
     async def _on_text(self, raw: str) -> None:
-        msg: ClientMessage = parse_message(raw, self.config.max_say_chars)
+        await self._dispatch(parse_message(raw, self.config.max_say_chars))
+
+    # ---- attached agents ---------------------------------------------------------------------
+    def attach(self, link: Any) -> None:
+        """An agent joins: it gets ``AGENT_EVENTS`` and the built-in brain falls silent."""
+        self.agents.add(link)
+        self.conversation.agents = len(self.agents)
+        self.emit(event("agent", state="attached", agents=len(self.agents)))
+
+    def detach(self, link: Any) -> None:
+        """An agent left (or vanished): its open audio segment is closed and plays out."""
+        if link not in self.agents:
+            return
+        self.agents.discard(link)
+        self.conversation.agents = len(self.agents)
+        if self._segment is not None and self._segment_owner is link:
+            self._segment[1].close()
+            self._segment = None
+        if not self._closing:
+            self.emit(event("agent", state="detached", agents=len(self.agents)))
+
+    async def agent_message(self, message: str | bytes, link: Any) -> None:
+        """A message of an attached agent; refusals go back to that agent only."""
+        try:
+            if isinstance(message, bytes):
+                self._on_binary(message, link)
+                return
+            msg = parse_message(message, self.config.max_say_chars)
+            if isinstance(msg, Offer):
+                raise ProtocolError(
+                    "bad_state", "an attached agent cannot negotiate media (the page owns it)"
+                )
+            await self._dispatch(msg, link)
+        except ProtocolError as exc:
+            link.put(exc.to_event())
+        except Exception as exc:
+            _LOG.exception("session %s: agent message failed", self.id)
+            link.put(error_event("internal", f"{type(exc).__name__}: {exc}"))
+
+    async def _dispatch(self, msg: ClientMessage, owner: Any = None) -> None:
         if isinstance(msg, Offer):
             await self._on_offer(msg)
         elif isinstance(msg, Say):
@@ -225,8 +292,7 @@ class Session:
             self.pipeline.enqueue(utt)
             self.emit(event("utterance", id=utt.id, state="queued"))
         elif isinstance(msg, Interrupt):
-            for utt in self.pipeline.interrupt():  # an open audio segment is closed, not forgotten
-                self.emit(event("utterance", id=utt.id, state="interrupted"))
+            self.conversation.interrupt()  # an open audio segment is closed, not forgotten
         elif isinstance(msg, AudioStart):
             if self._segment is not None and not self._segment[1].closed:
                 raise ProtocolError("bad_state", "an audio segment is already open (send audio.end)", msg.id)
@@ -234,6 +300,7 @@ class Session:
             utt = Utterance(id=msg.id or f"a{next(self._ids)}", audio=seg)
             self.pipeline.enqueue(utt)
             self._segment = (utt, seg)
+            self._segment_owner = owner
             self.emit(event("utterance", id=utt.id, state="queued"))
         elif isinstance(msg, AudioEnd):
             if self._segment is None:
@@ -274,8 +341,11 @@ class Session:
         self.audio = SpeechAudioTrack(p.clock, p.timeline, on_marks=p.on_audio_marks)
 
         @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:  # a microphone (later issues): drain it
-            self._spawn(_drain(track))
+        def on_track(track: MediaStreamTrack) -> None:  # the microphone: listen to it
+            if track.kind == "audio" and self.config.listen_enabled:
+                self._spawn(self._hear(track))
+            else:
+                self._spawn(_drain(track))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -303,6 +373,36 @@ class Session:
                 await pc.close()
             raise ProtocolError("bad_sdp", f"could not negotiate the offer: {exc}") from exc
         self.emit(event("answer", sdp=pc.localDescription.sdp))
+
+    # ---- the microphone ------------------------------------------------------------------------
+    async def _hear(self, track: MediaStreamTrack) -> None:
+        """Feed the microphone track to the listener (its engines load meanwhile; audio that
+        arrives before they are ready is dropped)."""
+        make_vad = getattr(self.engines, "make_vad", None)
+        make_asr = getattr(self.engines, "make_asr", None)
+        if make_vad is None or make_asr is None:
+            await _drain(track)
+            return
+        ready = asyncio.ensure_future(
+            asyncio.gather(asyncio.to_thread(make_vad), asyncio.to_thread(make_asr))
+        )
+        self._tasks.add(ready)
+        try:
+            while True:
+                frame = await track.recv()
+                if self.conversation.listener is not None:
+                    self.conversation.listener.feed_frame(frame)
+                elif ready.done():
+                    if ready.exception() is not None:
+                        self.emit(error_event("internal", f"cannot listen: {ready.exception()}"))
+                        await _drain(track)
+                        return
+                    vad, asr = ready.result()
+                    self.conversation.start_listening(vad, asr)
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        finally:
+            ready.cancel()
 
     # ---- stats -----------------------------------------------------------------------------
     async def _stats_loop(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from vlogger.engines.asr import WhisperASR
 from vlogger.engines.asr.lexicon import letters_to_arpabet, normalize_words, number_to_words
 from vlogger.engines.audio import load_audio, resample

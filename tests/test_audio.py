@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 from scipy.io import wavfile
+
 from vlogger.engines.audio import (
     SILENCE_DB,
     chunk_audio,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from vlogger.engines.errors import InputError
 from vlogger.engines.tts import PiperTTS, TTSConfig, split_sentences
 

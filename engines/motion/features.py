@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def mel_filterbank(n_mels: int, n_fft: int, rate: int, fmin: float, fmax: float)
     up = (freqs[None, :] - lo) / (mid - lo)
     down = (hi - freqs[None, :]) / (hi - mid)
     fb = np.maximum(0.0, np.minimum(up, down))
-    fb *= (2.0 / (hi - lo))  # equal area per band
+    fb *= 2.0 / (hi - lo)  # equal area per band
     return fb.astype(np.float32)
 
 
@@ -196,7 +197,7 @@ class FeatureStream:
         self._audio_start = 0  # global sample index of _audio[0]
         self._next_frame = 0
         self._finished = False
-        self._whisper: object | None = None
+        self._whisper: Any = None
         self._whisper_cache: dict[int, np.ndarray] = {}
         if c.kind == "whisper":
             self._load_whisper()
@@ -215,6 +216,17 @@ class FeatureStream:
     def finish(self) -> None:
         """No more audio: frames up to the end of the pushed audio come out (silence after it)."""
         self._finished = True
+
+    def rewind(self, frame: int) -> None:
+        """Forget the audio from frame ``frame`` on (an interruption) and continue from that frame
+        (the audio before it that is still kept stays as context)."""
+        cut = max(self._audio_start, frame * self.cfg.samples_per_frame)
+        self._audio = self._audio[: max(0, cut - self._audio_start)]
+        if self.samples_pushed < cut:
+            self._audio = np.concatenate([self._audio, np.zeros(cut - self.samples_pushed, np.float32)])
+        self._next_frame = int(frame)
+        self._finished = False
+        self._whisper_cache = {}
 
     def frames_ready(self) -> int:
         """How many frames (from frame 0) can be computed now."""
@@ -314,23 +326,28 @@ class FeatureStream:
 
     def _whisper_window(self, w: int) -> np.ndarray:
         """Encoder outputs (2 per video frame) of hop ``w``'s frames, (hop * 2, 384)."""
+        return self._whisper_windows([w])[0]
+
+    def _whisper_windows(self, ws: list[int]) -> list[np.ndarray]:
+        """:meth:`_whisper_window` of several hops in one encoder batch."""
         import ctranslate2
 
         c = self.cfg
         spf = c.samples_per_frame
         h = c.whisper_hop_frames
-        end = ((w + 1) * h + c.lookahead_frames) * spf
         n_win = round(c.whisper_window_s * FEATURE_RATE)
-        x = self._samples(end - n_win, end)
-        feats = self._wfe(x, padding=0)[:, : n_win // 160]
-        feats = np.ascontiguousarray(feats[None].astype(np.float32))
-        enc = np.array(self._whisper.encode(ctranslate2.StorageView.from_array(feats)))[0]  # type: ignore[attr-defined]
+        ends = [((w + 1) * h + c.lookahead_frames) * spf for w in ws]
+        mels = [self._wfe(self._samples(e - n_win, e), padding=0)[:, : n_win // 160] for e in ends]
+        feats = np.ascontiguousarray(np.stack(mels).astype(np.float32))
+        enc = np.array(self._whisper.encode(ctranslate2.StorageView.from_array(feats)))
         per = round(50.0 / c.fps)
-        n_out = enc.shape[0]
-        # Encoder frame j covers 20 ms starting at end - n_win + j * 320 samples.
-        first = (w * h * spf - (end - n_win)) // 320
-        idx = np.clip(first + np.arange(h * per), 0, n_out - 1)
-        return enc[idx]
+        out = []
+        for k, (w, e) in enumerate(zip(ws, ends, strict=True)):
+            # Encoder frame j covers 20 ms starting at e - n_win + j * 320 samples.
+            first = (w * h * spf - (e - n_win)) // 320
+            idx = np.clip(first + np.arange(h * per), 0, enc.shape[1] - 1)
+            out.append(enc[k][idx])
+        return out
 
     def _whisper_frames(self, first: int, n: int) -> np.ndarray:
         c = self.cfg
@@ -341,14 +358,20 @@ class FeatureStream:
             w = i // h
             if w not in self._whisper_cache:
                 self._whisper_cache = {w: self._whisper_window(w)}
+            elif len(self._whisper_cache) > 1:  # prefilled (offline): drop the hops already used
+                for old in [k for k in self._whisper_cache if k < w]:
+                    del self._whisper_cache[old]
             rows = self._whisper_cache[w][(i - w * h) * per : (i - w * h + 1) * per]
             out.append(rows.reshape(-1))
         return np.stack(out).astype(np.float32)
 
 
-def offline_features(pcm16k: np.ndarray, n_frames: int, cfg: FeatureConfig | None = None) -> np.ndarray:
+def offline_features(
+    pcm16k: np.ndarray, n_frames: int, cfg: FeatureConfig | None = None, batch: int = 1
+) -> np.ndarray:
     """Features of frames 0..n_frames-1 of a whole 16 kHz signal (silence past its end), exactly
-    as :class:`FeatureStream` yields them."""
+    as :class:`FeatureStream` yields them. ``batch`` > 1 runs the Whisper encoder on that many
+    windows at once (faster for training; equal up to the encoder's int8 arithmetic)."""
     fs = FeatureStream(cfg)
     x = np.asarray(pcm16k, dtype=np.float32).reshape(-1)
     short = n_frames * fs.cfg.samples_per_frame - len(x)
@@ -356,4 +379,9 @@ def offline_features(pcm16k: np.ndarray, n_frames: int, cfg: FeatureConfig | Non
         x = np.concatenate([x, np.zeros(short, np.float32)])
     fs.push(x)
     fs.finish()
+    if fs.cfg.kind == "whisper" and batch > 1 and n_frames > 0:
+        hops = list(range((n_frames - 1) // fs.cfg.whisper_hop_frames + 1))
+        for k in range(0, len(hops), batch):
+            part = hops[k : k + batch]
+            fs._whisper_cache.update(zip(part, fs._whisper_windows(part), strict=True))
     return fs.pop(limit=n_frames)

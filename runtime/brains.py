@@ -158,6 +158,8 @@ class OpenAIBrain:
                 loop.call_soon_threadsafe(pieces.put_nowait, (kind, value))
 
         def read() -> None:
+            # the chat-completions server the user named with --brain-url (never a model download;
+            # no URL is built in)
             try:
                 with urllib.request.urlopen(self._request(text), timeout=self.config.timeout_s) as resp:
                     holder["resp"] = resp

@@ -59,15 +59,22 @@ FRAME_STATE = """() => {
 }"""
 
 
-@run_async
-async def test_page_connects_speaks_and_shows_video() -> None:
+def chromium_or_skip() -> str:
+    """Path of the system Chromium, skipping the test when it or playwright is absent."""
     chromium = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    pytest.importorskip(
+        "playwright.async_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
+    return chromium
+
+
+@run_async
+async def test_page_connects_speaks_and_shows_video() -> None:
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
     os.environ.setdefault("GLOG_minloglevel", "2")
     from vlogger.runtime.config import VloggerConfig
     from vlogger.runtime.pipeline import RealEngines

@@ -5,31 +5,20 @@ says it back (real engines, 256 px)."""
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import run_async
-from test_browser import CHROMIUM, FLAGS
+from test_browser import FLAGS, chromium_or_skip
+from test_listen import wer
 
 from vlogger.runtime.server import VloggerServer
 from vlogger.runtime.server_config import ServerConfig
 
 pytestmark = pytest.mark.slow
 SPOKEN = "Good morning. Could you tell me about the weather today?"
-
-
-def _wer(ref: str, hyp: str) -> float:
-    r, h = re.findall(r"[a-z']+", ref.lower()), re.findall(r"[a-z']+", hyp.lower())
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[:], i
-        for j in range(1, len(h) + 1):
-            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r[i - 1] != h[j - 1]))
-    return d[len(h)] / max(1, len(r))
 
 
 def _write_wav(path: Path) -> None:
@@ -49,13 +38,9 @@ def _write_wav(path: Path) -> None:
 
 @run_async
 async def test_page_microphone_is_transcribed_and_said_back(tmp_path: Path) -> None:
-    chromium = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
     os.environ.setdefault("GLOG_minloglevel", "2")
     from vlogger.runtime.config import VloggerConfig
     from vlogger.runtime.pipeline import RealEngines
@@ -83,7 +68,7 @@ async def test_page_microphone_is_transcribed_and_said_back(tmp_path: Path) -> N
             await browser.close()
     finally:
         await server.stop()
-    assert _wer(SPOKEN, heard) < 0.2, heard
+    assert wer(SPOKEN, heard) < 0.2, heard
     assert heard in shown
     assert state["utt"].get("r1") in ("started", "done"), state
     assert not state["errors"], state["errors"]

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
+import numpy as np
+
+from vlogger.engines.errors import InputError
 from vlogger.engines.types import AudioChunk, MotionFrame
 
-__all__ = ["MotionEngine"]
+__all__ = ["MotionEngine", "checked_pcm"]
+
+
+def checked_pcm(chunk: AudioChunk) -> np.ndarray:
+    """The chunk's samples as finite float32 mono; InputError for a malformed chunk."""
+    pcm = np.asarray(chunk.pcm)
+    if pcm.ndim != 1:
+        raise InputError(f"audio chunk must be mono with shape (n,), got shape {pcm.shape}")
+    if not (chunk.sample_rate > 0):
+        raise InputError(f"audio chunk sample_rate must be positive, got {chunk.sample_rate!r}")
+    if not math.isfinite(chunk.pts):
+        raise InputError(f"audio chunk pts must be a finite number of seconds, got {chunk.pts!r}")
+    pcm = pcm.astype(np.float32, copy=False)
+    if pcm.size and not np.all(np.isfinite(pcm)):
+        pcm = np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0)
+    return pcm
 
 
 class MotionEngine(Protocol):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from vlogger.engines.errors import InputError
+from vlogger.engines.motion.base import checked_pcm
 from vlogger.engines.motion.config import TeacherConfig
 from vlogger.engines.motion.features import (
     FEATURE_RATE,
@@ -260,14 +261,7 @@ class NetworkMotionEngine:
             self._sq[int(f)] = (s + float(np.sum((seg - seg.mean()) ** 2)), c + len(seg))  # type: ignore[assignment]
 
     def push_audio(self, chunk: AudioChunk) -> None:
-        pcm = np.asarray(chunk.pcm)
-        if pcm.ndim != 1:
-            raise InputError(f"audio chunk must be mono with shape (n,), got shape {pcm.shape}")
-        if not (chunk.sample_rate > 0):
-            raise InputError(f"audio chunk sample_rate must be positive, got {chunk.sample_rate!r}")
-        if not math.isfinite(chunk.pts):
-            raise InputError(f"audio chunk pts must be a finite number of seconds, got {chunk.pts!r}")
-        pcm = np.nan_to_num(pcm.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+        pcm = checked_pcm(chunk)
         rate = int(chunk.sample_rate)
         start16 = round(chunk.pts * FEATURE_RATE)
         r = self._resampler

@@ -25,6 +25,7 @@ import numpy as np
 
 from vlogger.engines.errors import InputError
 from vlogger.engines.motion._energy import EnergyBins
+from vlogger.engines.motion.base import checked_pcm
 from vlogger.engines.motion.config import TeacherConfig
 from vlogger.engines.motion.procedural import (
     BlinkProcess,
@@ -100,15 +101,7 @@ class PhonemeMotionEngine:
         return c.lookahead_s + max(c.anticipation_s, 0.5 * c.energy_window_s) + 0.01
 
     def push_audio(self, chunk: AudioChunk) -> None:
-        pcm = np.asarray(chunk.pcm)
-        if pcm.ndim != 1:
-            raise InputError(f"audio chunk must be mono with shape (n,), got shape {pcm.shape}")
-        if not (chunk.sample_rate > 0):
-            raise InputError(f"audio chunk sample_rate must be positive, got {chunk.sample_rate!r}")
-        if not math.isfinite(chunk.pts):
-            raise InputError(f"audio chunk pts must be a finite number of seconds, got {chunk.pts!r}")
-        if pcm.size and not np.all(np.isfinite(pcm)):
-            pcm = np.nan_to_num(pcm.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+        pcm = checked_pcm(chunk)
         chunk = AudioChunk(pcm, chunk.sample_rate, chunk.pts, chunk.sample_offset, chunk.phonemes, chunk.text)
         self._energy.add(chunk)
         end = chunk.end

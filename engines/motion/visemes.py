@@ -33,17 +33,7 @@ __all__ = [
 ]
 
 #: The expression coefficients the mouth owns, in EXPRESSION_NAMES order.
-MOUTH_NAMES: tuple[str, ...] = (
-    "jaw_open",
-    "lip_funnel",
-    "lip_pucker",
-    "lip_press",
-    "lip_stretch",
-    "smile_l",
-    "smile_r",
-    "upper_lip_up",
-    "lower_lip_down",
-)
+MOUTH_NAMES: tuple[str, ...] = EXPRESSION_NAMES[: EXPRESSION_NAMES.index("lower_lip_down") + 1]
 #: Mouth coefficients weighted by ``dominance`` (the rest use ``rounding_dominance``).
 OPENING_NAMES: tuple[str, ...] = ("jaw_open", "lip_press", "upper_lip_up", "lower_lip_down")
 

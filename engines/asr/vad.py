@@ -58,6 +58,10 @@ class VADConfig:
     """Speech needed before an onset counts (keeps coughs and clicks from counting)."""
     min_silence_s: float = 0.5
     """Silence that ends an utterance (the end-of-turn wait)."""
+    onset_gap_s: float = 0.3
+    """Before an onset is confirmed, speech runs separated by pauses up to this long add up
+    (a short first word such as "please" before a pause still opens the utterance; a lone blip
+    followed by a longer pause is forgotten)."""
     pad_s: float = 0.2
     """Audio kept before the first speech chunk and after the last one in an utterance."""
     max_utterance_s: float = 30.0
@@ -156,13 +160,14 @@ class SpeechSegmenter:
         self.t0 = t0
         self._pending = np.zeros(0, np.float32)
         self._n = 0  # samples scored so far
-        keep_s = self.config.pad_s + self.config.min_speech_s + 1.0  # pre-roll + a held onset
+        keep_s = self.config.pad_s + self.config.min_speech_s + 2.0  # pre-roll + a held onset
         self._history: collections.deque[np.ndarray] = collections.deque(
             maxlen=int(np.ceil(keep_s * VAD_RATE / VAD_CHUNK))
         )
         self._speech: list[np.ndarray] = []
         self._candidate: float | None = None
         self._run = 0.0
+        self._gap = 0.0  # pause since the candidate's last speech chunk (before confirmation)
         self._silence = 0.0
         self._last_speech_end = 0.0
         self.speaking = False
@@ -219,6 +224,7 @@ class SpeechSegmenter:
                 if self._candidate is None:
                     self._candidate = start
                     self._run = 0.0
+                self._gap = 0.0
                 self._run += dt
                 if self._run >= cfg.min_speech_s - 1e-9:
                     self.speaking = True
@@ -228,9 +234,11 @@ class SpeechSegmenter:
                     self._speech = list(self._history)[-pad_chunks:]
                     self._history.clear()
                     return [SpeechStart(start=self._candidate, confirmed=end)]
-            elif p < cfg.neg_threshold:
-                self._candidate = None  # a blip: forget it
-                self._run = 0.0
+            elif p < cfg.neg_threshold and self._candidate is not None:
+                self._gap += dt
+                if self._gap > cfg.onset_gap_s + 1e-9:
+                    self._candidate = None  # a blip followed by a real pause: forget it
+                    self._run = 0.0
             return None
         self._speech.append(chunk)
         if p >= cfg.threshold:

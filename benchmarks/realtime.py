@@ -13,7 +13,8 @@ we measure at the receivers, by network arrival time:
 * the A/V offset: best-correlating lag of the mouth-opening series behind the audio envelope
   (positive = video later), median over utterances, and the same lag of the motion model itself
   (rig landmarks vs audio on the stream clock, no transport): their difference is what serving adds;
-* the server process's CPU (user + system, in cores) over the run, and the load average.
+* the server's CPU (user + system of the server process and its render processes, in cores)
+  over the run, and the load average.
 
 Prints a table, writes ``benchmarks/results/realtime.json`` and ``realtime.png``. Usage::
 
@@ -52,8 +53,17 @@ TARGET_FPS = 25.0
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of the server process and its live children (the render
+    processes, one per session)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(size: int) -> tuple[subprocess.Popen[str], str]:

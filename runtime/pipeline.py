@@ -86,6 +86,11 @@ class RealEngines:
         self._render_lock = threading.Lock()
         self._vad_session: Any = None
         self._asr: Any = None
+        self._pool: Any = None
+        if config.server.render_processes:
+            from vlogger.runtime.render_worker import WorkerPool
+
+            self._pool = WorkerPool(spare=config.server.spare_render_processes, threads=1)
 
     def _load_tts(self) -> Any:
         from vlogger.engines.tts import PiperTTS
@@ -95,7 +100,10 @@ class RealEngines:
         return tts
 
     def prepare(self) -> None:
-        """Load one voice ahead, so the next session's first ``say`` does not wait for it."""
+        """Load one voice ahead, so the next session's first ``say`` does not wait for it (and
+        start the spare render processes)."""
+        if self._pool is not None:
+            self._pool.fill()
         with self._lock:
             if self._spare is not None or self._loading:
                 return
@@ -128,6 +136,8 @@ class RealEngines:
             preload = self._preload
         if preload is not None:
             preload.join(timeout)
+        if self._pool is not None:
+            self._pool.close(timeout)
 
     def make_vad(self) -> Any:
         """A streaming Silero VAD for one microphone (the ONNX session is shared)."""
@@ -167,6 +177,15 @@ class RealEngines:
         return load_avatar(source, height=self.size, config=self.config.avatar)
 
     def make_renderer(self, avatar: Any) -> Any:
+        """The session's renderer: in a worker process of its own (``render_processes``), or in
+        the render thread (warp then takes turns with other sessions, see SerializedRenderer)."""
+        if self._pool is not None:
+            from vlogger.runtime.render_worker import ProcessRenderer, RendererSpec
+
+            spec = RendererSpec(
+                self.config.renderer, avatar.image, avatar.fit, self.config.warp, self.config.diffusion
+            )
+            return ProcessRenderer(self._pool, spec)
         if self.config.renderer == "diffusion":
             from vlogger.engines.render.diffusion import DiffusionRenderer
 
@@ -183,11 +202,11 @@ class RealEngines:
 class SerializedRenderer:
     """Runs a renderer under a lock shared by all sessions of one server.
 
-    The warp renderer spends a few ms per frame in Python (thousands of ``cv2.fillConvexPoly``
-    calls) holding the GIL; several sessions rendering in parallel threads then thrash the GIL and
-    render fewer frames in total than one thread alone (measured at 256 px: 187 frames/s with one
-    thread, 165 with two, 121 with four). Taking turns keeps the total at the single-thread rate,
-    while TTS, encoding and the network still run in parallel.
+    Used when ``render_processes`` is off. The warp renderer spends a few ms per frame in small
+    numpy/OpenCV calls holding the GIL; several sessions rendering in parallel threads then
+    thrash the GIL and render fewer frames in total than one thread alone (measured at 256 px:
+    187 frames/s with one thread, 165 with two, 121 with four). Taking turns keeps the total at
+    the single-thread rate, while TTS, encoding and the network still run in parallel.
     """
 
     def __init__(self, inner: Any, lock: threading.Lock) -> None:
@@ -201,6 +220,9 @@ class SerializedRenderer:
 
     def reset(self) -> None:
         self.inner.reset()
+
+    def close(self) -> None:
+        _close(self.inner)
 
 
 class AudioSegment:
@@ -363,6 +385,11 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
         self.frames.flush()
         self.timeline.flush()
+        with self._lock:
+            renderers = [self._renderer] + ([self._new_avatar[1]] if self._new_avatar else [])
+            self._new_avatar = None
+        for r in renderers:
+            _close(r)
 
     @property
     def closed(self) -> bool:
@@ -406,7 +433,10 @@ class Pipeline:
     def switch_avatar(self, avatar: Any, renderer: Any) -> None:
         """Show ``avatar`` from the next rendered frame on (build the renderer off the loop)."""
         with self._lock:
-            self._new_avatar = (avatar, renderer)
+            if not self._stop.is_set():
+                self._new_avatar, renderer = (avatar, renderer), None
+        if renderer is not None:  # the session closed meanwhile
+            _close(renderer)
 
     # ---- track callbacks (event loop) -------------------------------------------------------
     def on_audio_marks(self, marks: list[tuple[Hashable, str]]) -> None:
@@ -571,10 +601,14 @@ class Pipeline:
                         ready = -1.0
                 if ready >= 0:
                     self._horizon = until
+                old = None
                 if self._new_avatar is not None:
+                    old = self._renderer
                     self._avatar, self._renderer = self._new_avatar
                     self._new_avatar = None
                 avatar, renderer = self._avatar, self._renderer
+            if old is not None:
+                _close(old)
             if ready < 0:
                 time.sleep(0.005)
                 continue
@@ -584,12 +618,24 @@ class Pipeline:
                 continue
             mf = motion[-1]
             t0 = time.perf_counter()
-            rgb = renderer.render(avatar.rig.pose(mf))
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
+            out = renderer.render(avatar.rig.pose(mf))
+            if isinstance(out, av.VideoFrame):  # a render process sends yuv420p already
+                frame = out
+            else:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24")
+                frame = frame.reformat(format="yuv420p")
             self._render_ms.append((time.perf_counter() - t0) * 1000.0)
             self.frames.put(mf.index, frame)
             next_index = mf.index + 1
+
+
+def _close(renderer: Any) -> None:
+    close = getattr(renderer, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # freeing must go on
+            _LOG.exception("closing a renderer failed")
 
 
 def _to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:

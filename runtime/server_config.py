@@ -48,12 +48,17 @@ class ServerConfig:
     event_queue_size: int = 256
     """Server events a session may hold for a client that does not read; beyond it the socket
     is closed."""
-    keepalive_s: float = 1.0
+    keepalive_s: float = 0.5
     """Seconds between WebSocket pings."""
-    keepalive_timeout_s: float = 2.0
+    keepalive_timeout_s: float = 1.0
     """Seconds to wait for a pong: a vanished client (no FIN, no pong) is dropped, and its
     session freed, within ``keepalive_s + keepalive_timeout_s`` + 0.5 s. A closed tab or a
     killed client closes its socket and is freed at once."""
+    render_processes: bool = True
+    """Render each session in a worker process of its own (the warp renderer holds the GIL for
+    most of a frame, so sessions rendering in threads of one process share one core)."""
+    spare_render_processes: int = 1
+    """Render processes started ahead, so a new session does not wait for one to start."""
     close_timeout_s: float = 2.0
     """Seconds a closing session may take to free its threads and peer connection."""
     default_image: str | None = None

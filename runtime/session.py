@@ -329,7 +329,15 @@ class Session:
 
     def _load_avatar(self, image: bytes) -> tuple[Any, Any]:
         avatar = self.engines.load_avatar(image)
-        return avatar, self.engines.make_renderer(avatar)
+        renderer = self.engines.make_renderer(avatar)
+        wait_ready = getattr(renderer, "wait_ready", None)
+        if wait_ready is not None:  # a render process: report a renderer that cannot be built now
+            try:
+                wait_ready()
+            except BaseException:
+                renderer.close()
+                raise
+        return avatar, renderer
 
     async def _on_offer(self, msg: Offer) -> None:
         if self.pc is not None:

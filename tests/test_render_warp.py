@@ -251,3 +251,27 @@ def test_exact_and_downsampled_maps_agree(scene):
     p = posed(fit, rotate_face(open_jaw(fit.face[:, :2], 0.08), 3.0))
     a, b = exact.render(p), fast.render(p)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.6
+
+
+def test_triangle_raster_last_drawn_wins_and_slivers_cover_nothing():
+    from vlogger.engines.render.warp.geometry import barycentric_affines
+    from vlogger.engines.render.warp.raster import _triangle_ids
+
+    tris = np.array(
+        [
+            [[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]],  # big, drawn first
+            [[2.0, 2.0], [8.0, 2.0], [2.0, 8.0]],  # small, on top of it
+            [[0.0, 15.0], [19.0, 15.0], [10.0, 15.0]],  # zero area: covers nothing
+        ],
+        np.float32,
+    )
+    bary = barycentric_affines(tris).astype(np.float32)
+    gx = (np.arange(20, dtype=np.float32) + 0.5)[None, :]
+    gy = (np.arange(20, dtype=np.float32) + 0.5)[:, None]
+    ids = _triangle_ids(tris, bary, gx, gy, 1, 99)
+    assert ids[3, 3] == 1 and ids[10, 3] == 0 and ids[3, 10] == 0
+    assert ids[15, 2] == 0  # the sliver on y=15 does not claim the big triangle's pixels
+    assert ids[19, 19] == 99  # outside every triangle: identity
+    # every pixel centre inside the big triangle is claimed by it or the small one
+    inside = (gx + gy) < 20
+    assert np.all(ids[inside] != 99)

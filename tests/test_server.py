@@ -244,6 +244,23 @@ async def test_vanished_client_is_dropped_after_its_keepalive() -> None:
         raw.close()
 
 
+@run_async
+async def test_vanished_client_is_freed_within_2s_by_default() -> None:
+    async with serving() as server:  # the shipped keepalive settings
+        raw = socket.create_connection(("127.0.0.1", server.port))
+        raw.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        while not server.sessions:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()  # silent from here on
+        while server.sessions:
+            assert time.monotonic() - t0 < 2.0, "a vanished client was not freed within 2 s"
+            await asyncio.sleep(0.02)
+        raw.close()
+
+
 def _masked_text(text: str) -> bytes:
     data = text.encode()
     mask = b"\x01\x02\x03\x04"

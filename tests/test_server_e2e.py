@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -60,7 +61,19 @@ async def test_real_session_idles_then_speaks_in_sync() -> None:
         assert len(rx.video) - n_video >= 8
     finally:
         await rx.close()
+        t_closed = time.monotonic()  # the session (and its render process; the spare stays) is freed
+        while server.sessions or len(multiprocessing.active_children()) > 1:
+            if time.monotonic() - t_closed > 5:
+                break
+            await asyncio.sleep(0.02)
+        freed_s = time.monotonic() - t_closed
         await server.stop()
+    assert freed_s < 2.0, f"closing the client freed its session in {freed_s:.2f} s"
+    # the spare render process is gone with the server
+    deadline = time.monotonic() + 3
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not multiprocessing.active_children(), "render processes outlived the server"
 
     faces = measure_faces(rx.video)
     assert len(faces.t) > 0.9 * len(rx.video), "mediapipe lost the face in the received video"

@@ -1,5 +1,8 @@
 """One dense backward map per frame: triangle-id raster, per-triangle affines, one ``cv2.remap``.
 
+The triangle-id raster is vectorised (each triangle's box of pixel centres tested against its
+barycentric affine, the last containing triangle wins), so no Python loop runs per triangle.
+
 Only the part of the frame where vertices moved is touched: the box around the moved triangles
 is rasterised (optionally at a lower resolution, then bilinearly upsampled: the map is
 continuous and piecewise linear, so upsampling is nearly exact) and remapped; the rest of the
@@ -15,50 +18,52 @@ from .geometry import barycentric_affines
 
 __all__ = ["BackwardMap", "compute_backward_map"]
 
-_SHIFT = 4  # sub-pixel bits for cv2.fillConvexPoly
+_EPS = 1e-4  # barycentric tolerance: pixel centres on a shared edge belong to both triangles
 
 BackwardMap = tuple[int, int, np.ndarray, np.ndarray]
 """(x0, y0, map_x, map_y): source coordinates for the output pixels of the box at (x0, y0)."""
 
 
-def _resolve(
-    bad: np.ndarray,
-    ids: np.ndarray,
-    ids_first: np.ndarray,
-    bary: np.ndarray,
-    gx: np.ndarray,
-    gy: np.ndarray,
-    b1: np.ndarray,
-    b2: np.ndarray,
-) -> None:
-    """Give pixels that their painted triangle does not contain the right triangle (in place).
+def _triangle_ids(
+    tdst: np.ndarray, bary: np.ndarray, gx: np.ndarray, gy: np.ndarray, n: int, ident: int
+) -> np.ndarray:
+    """For every pixel of the (lh, lw) grid at ``gx`` x ``gy``: the last triangle that contains
+    it (``ident`` where none does), int32.
 
-    Candidates are the triangles painted on the pixel and its 8 neighbours (last and first drawn);
-    among those that contain the pixel the last drawn wins, else the least outside one.
+    Vectorised: each triangle's bounding box of pixel centres is enumerated and tested against
+    its barycentric affine (no per-triangle Python loop). ``tdst`` are the triangles (T, 3, 2) in
+    full-resolution pixels; degenerate (zero-area) ones cover nothing.
     """
-    ys, xs = np.nonzero(bad)
-    h, w = ids.shape
-    cands = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            yy = np.clip(ys + dy, 0, h - 1)
-            xx = np.clip(xs + dx, 0, w - 1)
-            cands += [ids[yy, xx], ids_first[yy, xx]]
-    c = np.stack(cands, axis=1)  # (N, 18)
-    px = gx[0, xs][:, None]
-    py = gy[ys, 0][:, None]
-    c1 = bary[c, 0] * px + bary[c, 1] * py + bary[c, 2]
-    c2 = bary[c, 3] * px + bary[c, 4] * py + bary[c, 5]
-    inside = np.minimum(np.minimum(c1, c2), 1.0 - c1 - c2)
-    contains = inside >= -1e-3
-    # the identity "triangle" (largest id) only wins when nothing else contains the pixel
-    ident = len(bary) - 1
-    score = np.where(contains, np.where(c == ident, -1, c).astype(np.float64) + 1e6, inside)
-    best = np.argmax(score, axis=1)
-    row = np.arange(len(ys))
-    ids[ys, xs] = c[row, best]
-    b1[ys, xs] = c1[row, best]
-    b2[ys, xs] = c2[row, best]
+    lw, lh = gx.shape[1], gy.shape[0]
+    ox, oy = float(gx[0, 0]), float(gy[0, 0])
+    lo = tdst.min(axis=1)
+    hi = tdst.max(axis=1)
+    jx0 = np.clip(np.ceil((lo[:, 0] - ox) / n - 1e-6), 0, lw).astype(np.int64)
+    jx1 = np.clip(np.floor((hi[:, 0] - ox) / n + 1e-6), -1, lw - 1).astype(np.int64)
+    jy0 = np.clip(np.ceil((lo[:, 1] - oy) / n - 1e-6), 0, lh).astype(np.int64)
+    jy1 = np.clip(np.floor((hi[:, 1] - oy) / n + 1e-6), -1, lh - 1).astype(np.int64)
+    e1 = tdst[:, 1] - tdst[:, 0]
+    e2 = tdst[:, 2] - tdst[:, 0]
+    area = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    bw = np.maximum(jx1 - jx0 + 1, 0)
+    bh = np.maximum(jy1 - jy0 + 1, 0)
+    count = np.where(area > 1e-6, bw * bh, 0)
+    tri = np.repeat(np.arange(len(tdst)), count)
+    local = np.arange(tri.size) - np.repeat(np.cumsum(count) - count, count)
+    width = bw[tri]
+    jx = jx0[tri] + local % np.maximum(width, 1)
+    jy = jy0[tri] + local // np.maximum(width, 1)
+    px = gx[0, jx]
+    py = gy[jy, 0]
+    b = bary[tri]
+    c1 = b[:, 0] * px + b[:, 1] * py + b[:, 2]
+    c2 = b[:, 3] * px + b[:, 4] * py + b[:, 5]
+    inside = np.minimum(np.minimum(c1, c2), 1.0 - c1 - c2) >= -_EPS
+    pix = (jy * lw + jx)[inside]
+    winner = np.full(lh * lw, -1, np.int64)
+    np.maximum.at(winner, pix, tri[inside])  # later triangles cover earlier ones
+    ids = np.where(winner < 0, ident, winner).reshape(lh, lw).astype(np.int32)
+    return ids
 
 
 def compute_backward_map(
@@ -111,30 +116,11 @@ def compute_backward_map(
     e1 = (tri_src[:, 1] - tri_src[:, 0]).astype(np.float32)
     e2 = (tri_src[:, 2] - tri_src[:, 0]).astype(np.float32)
     # low-res pixel j <-> full-res coordinate x0 + n*j + (n-1)/2
-    off = np.array([x0 + (n - 1) / 2.0, y0 + (n - 1) / 2.0])
-    pts = np.round((tdst[idx] - off) / n * (1 << _SHIFT)).astype(np.int32)
-    # The rasteriser also paints pixels just outside a triangle's edges. For slivers that pixel can
-    # be far outside in barycentric terms, so each pixel gets two candidates (last and first
-    # triangle drawn over it) and keeps the last one unless only the first really contains it.
-    ids = np.full((lh, lw), len(idx), np.int32)
-    ids_first = np.full((lh, lw), len(idx), np.int32)
-    fill = cv2.fillConvexPoly
-    for k in range(len(idx)):
-        fill(ids, pts[k], k, cv2.LINE_8, _SHIFT)
-    for k in range(len(idx) - 1, -1, -1):
-        fill(ids_first, pts[k], k, cv2.LINE_8, _SHIFT)
     gx = (x0 + (n - 1) / 2.0 + n * np.arange(lw, dtype=np.float32))[None, :]
     gy = (y0 + (n - 1) / 2.0 + n * np.arange(lh, dtype=np.float32))[:, None]
-
-    def coords(i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c1 = np.take(bary[:, 0], i) * gx + np.take(bary[:, 1], i) * gy + np.take(bary[:, 2], i)
-        c2 = np.take(bary[:, 3], i) * gx + np.take(bary[:, 4], i) * gy + np.take(bary[:, 5], i)
-        return c1, c2, np.minimum(np.minimum(c1, c2), 1.0 - c1 - c2)
-
-    b1, b2, inside = coords(ids)
-    bad = inside < -1e-3
-    if bad.any():
-        _resolve(bad, ids, ids_first, bary, gx, gy, b1, b2)
+    ids = _triangle_ids(tdst[idx], bary, gx, gy, n, len(idx))
+    b1 = np.take(bary[:, 0], ids) * gx + np.take(bary[:, 1], ids) * gy + np.take(bary[:, 2], ids)
+    b2 = np.take(bary[:, 3], ids) * gx + np.take(bary[:, 4], ids) * gy + np.take(bary[:, 5], ids)
     # clamp into the triangle: a pixel the rasteriser added along an edge must not extrapolate
     # the triangle's map far outside its source triangle
     np.maximum(b1, 0.0, out=b1)

@@ -1,0 +1,268 @@
+"""A session's renderer in its own process.
+
+The warp renderer runs many small numpy/OpenCV calls per frame and holds the GIL for most of
+it; in one server process, several sessions then share one core however many the machine has
+(measured at 256 px: the server stuck at ~1.15 cores, 4 sessions at 19 newly rendered fps).
+Here each session renders in a worker process of its own: the render thread sends a
+:class:`~vlogger.engines.avatar.types.PosedFrame` down a pipe and gets back the frame already
+in ``yuv420p`` (the encoder's format), waiting with the GIL released.
+
+A :class:`WorkerPool` keeps ``spare`` processes started ahead, so a new session does not wait for
+Python to import numpy and OpenCV (about a second), and refills in the background.
+
+The worker speaks a strict request/response protocol over a ``multiprocessing`` pipe::
+
+    ("spec", RendererSpec)  -> ("ok", None)               | ("error", "InputError: ...")
+    ("render", PosedFrame)  -> ("frame", (yuv, ms))        | ("error", ...)
+    ("reset", None)         -> ("ok", None)
+    ("stop", None)          -> (process exits)
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import av
+import numpy as np
+
+__all__ = ["ProcessRenderer", "RendererSpec", "WorkerError", "WorkerPool", "build_renderer"]
+
+_LOG = logging.getLogger(__name__)
+
+
+class WorkerError(RuntimeError):
+    """The render worker failed or died (the message says how)."""
+
+
+@dataclass
+class RendererSpec:
+    """Everything a process needs to build a session's renderer (all picklable)."""
+
+    name: str
+    """Renderer engine: ``"warp"`` or ``"diffusion"``."""
+    image: np.ndarray
+    """The avatar photo, (H, W, 3) uint8 RGB."""
+    fit: Any
+    """Its :class:`~vlogger.engines.avatar.types.AvatarFit`."""
+    warp: Any
+    """``WarpConfig``."""
+    diffusion: Any = None
+    """``DiffusionConfig`` (for ``"diffusion"``)."""
+    threads: int = 1
+    """Threads OpenCV (and onnxruntime, through the diffusion config) may use in the worker."""
+
+
+def build_renderer(spec: RendererSpec) -> Any:
+    """The renderer ``spec`` names (``InputError`` for an unknown name)."""
+    if spec.name == "warp":
+        from vlogger.engines.render.warp import WarpRenderer
+
+        return WarpRenderer(spec.image, spec.fit, spec.warp)
+    if spec.name == "diffusion":
+        from vlogger.engines.render.diffusion import DiffusionRenderer
+
+        return DiffusionRenderer(spec.image, spec.fit, spec.diffusion, spec.warp)
+    from vlogger.engines.errors import InputError
+
+    raise InputError(f"unknown renderer {spec.name!r} (the server has: warp, diffusion)")
+
+
+def to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB -> the (H * 3/2, W) planar ``yuv420p`` array PyAV's encoders take."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return np.asarray(frame.reformat(format="yuv420p").to_ndarray())
+
+
+def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover - runs in the child
+    import cv2
+
+    cv2.setNumThreads(max(1, threads))
+    renderer: Any = None
+    while True:
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            return  # the server went away
+        if kind == "stop":
+            return
+        try:
+            if kind == "spec":
+                renderer = build_renderer(payload)
+                reply: tuple[str, Any] = ("ok", None)
+            elif kind == "render":
+                if renderer is None:
+                    raise RuntimeError("render before the renderer was built")
+                t0 = time.perf_counter()
+                yuv = to_yuv420p(renderer.render(payload))
+                reply = ("frame", (yuv, (time.perf_counter() - t0) * 1000.0))
+            elif kind == "reset":
+                if renderer is not None:
+                    renderer.reset()
+                reply = ("ok", None)
+            else:
+                reply = ("error", f"unknown request {kind!r}")
+        except Exception as exc:
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _Worker:
+    """One started process and the parent's end of its pipe."""
+
+    def __init__(self, ctx: Any, threads: int) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, threads), name="vlogger-render", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def stop(self, timeout: float) -> None:
+        try:
+            self.conn.send(("stop", None))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(0.5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """Starts render processes, keeping ``spare`` of them ready ahead of the next session."""
+
+    def __init__(self, spare: int = 1, threads: int = 1, start_method: str = "spawn") -> None:
+        self.spare = max(0, int(spare))
+        self.threads = max(1, int(threads))
+        self._ctx = mp.get_context(start_method)
+        self._ready: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._filling = False
+
+    def fill(self) -> None:
+        """Start processes until ``spare`` are ready (call off the event loop; a few ms each)."""
+        with self._lock:
+            if self._filling:
+                return
+            self._filling = True
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or len(self._ready) >= self.spare:
+                        return
+                worker = _Worker(self._ctx, self.threads)
+                with self._lock:
+                    if self._closed:
+                        worker.stop(0.5)
+                        return
+                    self._ready.append(worker)
+        finally:
+            with self._lock:
+                self._filling = False
+
+    def take(self) -> _Worker:
+        """A started worker (a spare if there is one), then refill in the background."""
+        with self._lock:
+            if self._closed:
+                raise WorkerError("the render worker pool is closed")
+            worker = self._ready.pop() if self._ready else None
+        if worker is None or not worker.process.is_alive():
+            worker = _Worker(self._ctx, self.threads)
+        if self.spare:
+            threading.Thread(target=self.fill, name="vlogger-render-spare", daemon=True).start()
+        return worker
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the spare processes (sessions stop their own)."""
+        with self._lock:
+            self._closed = True
+            ready, self._ready = self._ready, []
+        for worker in ready:
+            worker.stop(timeout)
+
+
+class ProcessRenderer:
+    """A renderer in a worker process, with the pipeline's ``render(posed)`` / ``reset()`` shape.
+
+    ``render`` returns an ``av.VideoFrame`` in ``yuv420p``; not thread-safe (one render thread).
+    """
+
+    def __init__(self, pool: WorkerPool, spec: RendererSpec, timeout_s: float = 30.0) -> None:
+        self.name = spec.name
+        self.timeout_s = float(timeout_s)
+        self.last_ms = 0.0
+        """Milliseconds the worker spent on the latest frame (render + colour conversion)."""
+        self._worker = pool.take()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._ready = False
+        self._worker.conn.send(("spec", spec))
+
+    def _reply(self, timeout: float) -> tuple[str, Any]:
+        conn = self._worker.conn
+        deadline = time.monotonic() + timeout
+        while not conn.poll(0.1):
+            if not self._worker.process.is_alive():
+                raise WorkerError(f"the render worker died (exit code {self._worker.process.exitcode})")
+            if time.monotonic() > deadline:
+                raise WorkerError(f"the render worker did not answer within {timeout:g} s")
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerError(f"the render worker went away: {exc}") from exc
+        return kind, payload
+
+    def wait_ready(self) -> None:
+        """Wait until the worker built the renderer; ``InputError``/``WorkerError`` if it could not."""
+        with self._lock:
+            self._wait_ready_locked()
+
+    def _wait_ready_locked(self) -> None:
+        if self._ready:
+            return
+        if self._closed:
+            raise WorkerError("the renderer is closed")
+        kind, payload = self._reply(self.timeout_s)
+        if kind != "ok":
+            from vlogger.engines.errors import InputError
+
+            raise InputError(f"could not build the {self.name} renderer: {payload}")
+        self._ready = True
+
+    def render(self, posed: Any) -> av.VideoFrame:
+        with self._lock:
+            self._wait_ready_locked()
+            try:
+                self._worker.conn.send(("render", posed))
+            except (BrokenPipeError, OSError) as exc:
+                raise WorkerError(f"the render worker went away: {exc}") from exc
+            kind, payload = self._reply(self.timeout_s)
+        if kind != "frame":
+            raise WorkerError(f"the render worker failed: {payload}")
+        yuv, self.last_ms = payload
+        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+
+    def reset(self) -> None:
+        with self._lock:
+            self._wait_ready_locked()
+            self._worker.conn.send(("reset", None))
+            self._reply(self.timeout_s)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the worker process (waits up to ``timeout``, then kills it). Call after the
+        render thread stopped; a render still waiting then fails with ``WorkerError``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._worker.stop(timeout)

@@ -78,10 +78,8 @@ class RealEngines:
         self.size = int(size or config.output.height)
         self.image = image
         self._default: Any = None
-        self._spare: Any = None
-        self._loading = False
-        self._closed = False
-        self._preload: threading.Thread | None = None
+        self._master: Any = None
+        self._voice_lock = threading.Lock()
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()
         self._vad_session: Any = None
@@ -92,50 +90,29 @@ class RealEngines:
 
             self._pool = WorkerPool(spare=config.server.spare_render_processes, threads=1)
 
-    def _load_tts(self) -> Any:
-        from vlogger.engines.tts import PiperTTS
+    def _voice(self) -> Any:
+        """The server's one loaded voice (loaded on first use)."""
+        with self._voice_lock:
+            if self._master is None:
+                from vlogger.engines.tts import PiperTTS
 
-        tts = PiperTTS(self.config.tts)
-        tts.warmup()
-        return tts
+                tts = PiperTTS(self.config.tts)
+                tts.warmup()
+                self._master = tts
+            return self._master
 
     def prepare(self) -> None:
-        """Load one voice ahead, so the next session's first ``say`` does not wait for it (and
-        start the spare render processes)."""
+        """Load the voice and start the spare render processes ahead of the first session."""
         if self._pool is not None:
             self._pool.fill()
-        with self._lock:
-            if self._spare is not None or self._loading:
-                return
-            self._loading = True
-        try:
-            tts = self._load_tts()
-        finally:
-            with self._lock:
-                self._loading = False
-        with self._lock:
-            self._spare = tts
+        self._voice()
 
     def make_tts(self) -> Any:
-        """A voice for a new session: the one loaded ahead (then another is loaded behind it)."""
-        with self._lock:
-            tts, self._spare = self._spare, None
-        if tts is None:
-            tts = self._load_tts()
-        with self._lock:
-            if self._closed:
-                return tts
-            self._preload = threading.Thread(target=self.prepare, name="vlogger-tts-preload", daemon=True)
-            self._preload.start()
-        return tts
+        """A voice for a new session: shares the loaded ONNX session (no load, no extra memory)."""
+        return self._voice().share()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Wait for a voice being loaded ahead (native threads must not die at interpreter exit)."""
-        with self._lock:
-            self._closed = True
-            preload = self._preload
-        if preload is not None:
-            preload.join(timeout)
+        """Stop the spare render processes."""
         if self._pool is not None:
             self._pool.close(timeout)
 

@@ -123,7 +123,7 @@ class VloggerServer:
             max_size=self.config.max_message_bytes,
             max_queue=16,
             compression=None,
-            close_timeout=min(0.5, self.config.close_timeout_s),
+            close_timeout=min(self.config.websocket_close_timeout_s, self.config.close_timeout_s),
             ping_interval=self.config.keepalive_s,
             ping_timeout=self.config.keepalive_timeout_s,
         )

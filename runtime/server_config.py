@@ -50,10 +50,13 @@ class ServerConfig:
     is closed."""
     keepalive_s: float = 0.5
     """Seconds between WebSocket pings."""
-    keepalive_timeout_s: float = 1.0
+    keepalive_timeout_s: float = 0.8
     """Seconds to wait for a pong: a vanished client (no FIN, no pong) is dropped, and its
-    session freed, within ``keepalive_s + keepalive_timeout_s`` + 0.5 s. A closed tab or a
-    killed client closes its socket and is freed at once."""
+    session freed, within ``keepalive_s + keepalive_timeout_s + websocket_close_timeout_s``
+    (1.6 s by default). A closed tab or a killed client closes its socket and is freed at once."""
+    websocket_close_timeout_s: float = 0.3
+    """Seconds the server waits for a client to answer its close frame before dropping the
+    connection."""
     render_processes: bool = True
     """Render each session in a worker process of its own (the warp renderer holds the GIL for
     most of a frame, so sessions rendering in threads of one process share one core)."""

@@ -129,3 +129,30 @@ def test_patched_voice_is_cached_once(tts: PiperTTS, cache: Path) -> None:
 def test_missing_voice_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         PiperTTS(TTSConfig(model_path=tmp_path / "none.onnx"))
+
+
+def test_shared_voices_use_one_session_and_speak_in_parallel(tts: PiperTTS) -> None:
+    import threading
+
+    voices = [tts.share() for _ in range(3)]
+    assert all(v._voice.session is tts._voice.session for v in voices)  # one model in memory
+    out: dict[int, list] = {}
+
+    def speak(k: int) -> None:
+        out[k] = list(voices[k].synthesize("Shared voices speak at once. Each keeps its own clock.", 1.0))
+
+    threads = [threading.Thread(target=speak, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for k in range(3):
+        chunks = out[k]
+        assert [c.text for c in chunks] == ["Shared voices speak at once.", "Each keeps its own clock."]
+        assert chunks[0].pts == 1.0 and chunks[1].pts == pytest.approx(chunks[0].end, abs=1e-9)
+        for c in chunks:
+            assert 0.05 < float(np.sqrt(np.mean(c.pcm**2))) < 0.8  # real speech, not silence or noise
+            assert c.phonemes[0].start == pytest.approx(c.pts) and c.phonemes[-1].end == pytest.approx(c.end)
+    # the same words take about the same time in every voice (piper's noise differs a little)
+    lengths = [sum(c.pcm.size for c in out[k]) for k in range(3)]
+    assert max(lengths) / min(lengths) < 1.15

@@ -145,6 +145,25 @@ class PiperTTS:
         """Load the voice now (patching and caching it for alignments on first ever use)."""
         self._load()
 
+    def share(self) -> PiperTTS:
+        """Another voice over this one's loaded ONNX session (loads it first if needed).
+
+        Sessions of a server each get one: no second copy of the model, no load time.
+        onnxruntime runs one session from several threads at once; each copy serialises its
+        own :meth:`synthesize` calls as before.
+        """
+        from piper.voice import PiperVoice
+
+        master = self._load()
+        other = PiperTTS.__new__(PiperTTS)
+        other.config = self.config
+        other._model_path = self._model_path
+        other._config_path = self._config_path
+        other._voice_json = self._voice_json
+        other._voice = PiperVoice(session=master.session, config=master.config)
+        other._lock = threading.Lock()
+        return other
+
     def _load(self) -> Any:
         if self._voice is None:
             import onnxruntime as ort

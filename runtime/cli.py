@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE, MOTION_ENGINES
+
 __all__ = ["build_parser", "main"]
 
 
@@ -30,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
     r.add_argument("--size", type=int, default=512, help="output height in pixels (default 512)")
     r.add_argument("--renderer", default="warp", help="renderer engine (default warp)")
+    r.add_argument(
+        "--motion",
+        default=None,
+        choices=MOTION_ENGINES,
+        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}; network = the learned audio-to-motion model)",
+    )
     r.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
     r.add_argument("--quiet", action="store_true", help="print only warnings and errors")
 
@@ -61,6 +69,8 @@ def _render(args: argparse.Namespace) -> int:
     config.output.fps = args.fps
     config.output.height = args.size
     config.renderer = args.renderer
+    if args.motion is not None:
+        config.motion_engine = args.motion
     config.tts = replace(config.tts, threads=args.threads)
     config.warp = replace(config.warp, threads=args.threads)
     config.output.encoder_threads = args.threads

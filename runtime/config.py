@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from vlogger.engines.avatar.config import AvatarConfig
 from vlogger.engines.motion.align import AlignConfig
+from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE
+from vlogger.engines.motion.network import NetworkConfig
 from vlogger.engines.motion.teacher import TeacherConfig
 from vlogger.engines.render.diffusion.config import DiffusionConfig
 from vlogger.engines.render.warp import WarpConfig
@@ -50,8 +53,13 @@ class VloggerConfig:
     """Text to speech (piper)."""
     align: AlignConfig = field(default_factory=AlignConfig)
     """Phoneme timings from audio alone (whisper transcript + pocketsphinx alignment)."""
+    motion_engine: str = DEFAULT_MOTION_ENGINE
+    """Motion engine: ``"teacher"`` (phoneme-driven) or ``"network"`` (the learned diffusion
+    transformer, driven by the audio alone)."""
     motion: TeacherConfig = field(default_factory=TeacherConfig)
     """The phoneme-driven motion generator."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """The learned motion network (model, DDIM steps, guidance, noise)."""
     warp: WarpConfig = field(default_factory=WarpConfig)
     """The CPU warp renderer."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -62,3 +70,12 @@ class VloggerConfig:
     """Renderer engine name (one of ``RENDERERS``)."""
     seed: int = 0
     """Seed of every stochastic process (blinks, gaze, head motion)."""
+
+    def make_motion(self, seed: int | None = None) -> Any:
+        """A new motion engine as configured (``motion_engine``) at ``output.fps``."""
+        from vlogger.engines.motion.factory import make_motion_engine
+
+        cfg = self.network if self.motion_engine == "network" else self.motion
+        return make_motion_engine(
+            self.motion_engine, cfg, fps=self.output.fps, seed=self.seed if seed is None else seed
+        )

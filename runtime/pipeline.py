@@ -139,9 +139,7 @@ class RealEngines:
         return asr
 
     def make_motion(self, seed: int) -> Any:
-        from vlogger.engines.motion.teacher import PhonemeMotionEngine
-
-        return PhonemeMotionEngine(self.config.motion, fps=self.fps, seed=seed)
+        return self.config.make_motion(seed)
 
     def load_avatar(self, source: bytes | str | None) -> Any:
         from vlogger.engines.avatar import load_avatar

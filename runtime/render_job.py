@@ -94,6 +94,8 @@ def speech_chunks(
     if float(np.max(np.abs(pcm - np.mean(pcm)), initial=0.0)) < SILENCE_PEAK:
         warnings.append("the audio is silent: the avatar idles for its whole length")
         source, phonemes = "silence", []
+    elif config.motion_engine == "network":  # it listens to the audio itself: no alignment needed
+        source, phonemes = "audio", []
     else:
         phonemes = align_audio(pcm, rate, config=config.align)
         source = "alignment" if phonemes else "energy"
@@ -122,8 +124,6 @@ def render_video(
     progress: Callable[[int, int | None], None] | None = None,
 ) -> RenderReport:
     """Render ``request`` to an MP4 and report on it. Raises InputError for bad input."""
-    from vlogger.engines.motion.teacher import PhonemeMotionEngine
-
     if (request.text is None) == (request.audio is None):
         raise InputError("give either text or audio (exactly one)")
     if request.text is not None:
@@ -147,7 +147,7 @@ def render_video(
     t = clock.add("speech", t)
 
     height, width = avatar.image.shape[:2]
-    motion = PhonemeMotionEngine(config.motion, fps=fps, seed=config.seed)
+    motion = config.make_motion()
     writer = Mp4Writer(
         out, width, height, fps, rate, config.output.crf, config.output.preset, config.output.encoder_threads
     )

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE, MOTION_ENGINES
+
 __all__ = ["add_serve_parser", "build_server", "run_serve"]
 
 
@@ -34,6 +36,12 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--loopback-ice",
         action="store_true",
         help="also offer 127.0.0.1 as an ICE candidate (on by default when --host is a loopback address)",
+    )
+    s.add_argument(
+        "--motion",
+        default=None,
+        choices=MOTION_ENGINES,
+        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}; network = the learned audio-to-motion model)",
     )
     s.add_argument("--max-sessions", type=int, default=16, help="concurrent sessions (default 16)")
     s.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
@@ -85,6 +93,8 @@ def build_server(args: argparse.Namespace) -> Any:
     config = VloggerConfig()
     config.seed = args.seed
     config.renderer = args.renderer
+    if args.motion is not None:
+        config.motion_engine = args.motion
     config.output.fps = args.fps
     config.output.height = args.size
     threads = max(1, int(args.threads))

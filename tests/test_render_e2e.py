@@ -100,3 +100,28 @@ def test_render_from_real_speech(tmp_path: Path) -> None:
     assert abs(info["video"].duration - info["audio"].duration) <= 0.040
     assert report.speech_duration == pytest.approx(5.0, abs=0.3)
     assert decode_frames(out)[0].shape[0] == 256
+
+
+def test_learned_motion_network_drives_a_render(tmp_path: Path) -> None:
+    """``motion_engine = "network"``: the diffusion transformer hears the TTS audio (no phonemes)."""
+    out = tmp_path / "net.mp4"
+    config = VloggerConfig()
+    config.output.height = 256
+    config.output.lead_in = 1.5
+    config.motion_engine = "network"
+    report = render_video(
+        RenderRequest(out=out, text="Hello there! Can you see my lips moving today?"), config
+    )
+    info = probe(out)
+    assert abs(info["video"].duration - info["audio"].duration) <= 0.040
+    track = face_track(decode_frames(out), _face_box(256))
+    fps = report.fps
+    silent = track.mouth[int(0.3 * fps) : int(1.3 * fps)]
+    speech = track.mouth[int(1.8 * fps) : int((1.5 + report.speech_duration - 0.2) * fps)]
+    silent, speech = silent[np.isfinite(silent)], speech[np.isfinite(speech)]
+    assert silent.size > 15 and speech.size > 40
+    spread = np.percentile(speech, 90) - np.percentile(speech, 10)
+    assert spread > 0.05, "the network's mouth hardly moves while speaking"
+    opens = count_dips(-speech, -np.percentile(speech, 75), min_gap=2)
+    assert opens >= 3, f"mouth opened only {opens} times in {report.speech_duration:.1f} s of speech"
+    assert np.median(silent) < np.percentile(speech, 75)  # closed before the speech starts

@@ -18,7 +18,7 @@ import numpy as np
 from vlogger.engines.avatar import Avatar, load_avatar
 from vlogger.engines.errors import InputError
 from vlogger.engines.render.base import Renderer
-from vlogger.engines.types import AudioChunk, MotionFrame
+from vlogger.engines.types import AudioChunk, MotionFrame, PhonemeTiming
 from vlogger.runtime.config import RENDERERS, VloggerConfig
 from vlogger.runtime.mp4 import Mp4Writer
 
@@ -91,11 +91,12 @@ def speech_chunks(
     from vlogger.engines.motion.align import align_audio
 
     pcm, rate = load_audio(request.audio)
+    phonemes: list[PhonemeTiming] = []
     if float(np.max(np.abs(pcm - np.mean(pcm)), initial=0.0)) < SILENCE_PEAK:
         warnings.append("the audio is silent: the avatar idles for its whole length")
-        source, phonemes = "silence", []
+        source = "silence"
     elif config.motion_engine == "network":  # it listens to the audio itself: no alignment needed
-        source, phonemes = "audio", []
+        source = "audio"
     else:
         phonemes = align_audio(pcm, rate, config=config.align)
         source = "alignment" if phonemes else "energy"

@@ -176,8 +176,11 @@ class AvatarVideoTrack(MediaStreamTrack):
         fps: float,
         on_sent: Callable[[int], None] | None = None,
         wait_for_frame_s: float = 0.03,
+        size: tuple[int, int] = (256, 256),
     ) -> None:
         super().__init__()
+        self.size = size
+        """(width, height) of the black frames sent before the first rendered one."""
         self._clock = clock
         self._frames = frames
         self._fps = float(fps)
@@ -218,10 +221,10 @@ class AvatarVideoTrack(MediaStreamTrack):
             fresh = picture is not self._last
         else:
             picture, fresh = self._last, False
-        if picture is None:  # nothing rendered yet: a black frame of a guessed size
-            picture = av.VideoFrame(width=256, height=256, format="yuv420p")
-            for p in picture.planes:
-                p.update(bytes(p.buffer_size))
+        if picture is None:  # nothing rendered yet: a black frame of the session's size
+            picture = av.VideoFrame(width=self.size[0], height=self.size[1], format="yuv420p")
+            for k, p in enumerate(picture.planes):
+                p.update(bytes([0 if k == 0 else 128]) * p.buffer_size)
         self._last = picture
         self._next = n + 1
         self.counters.sent += 1

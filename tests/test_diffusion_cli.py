@@ -49,12 +49,16 @@ def test_serve_builds_the_diffusion_renderer() -> None:
     config.renderer = "diffusion"
     engines = RealEngines(config, size=256)
     avatar = engines.load_avatar(None)
-    r = engines.make_renderer(avatar)
-    assert r.name == "diffusion"
-    frames = [r.render(avatar.neutral()) for _ in range(3)]
-    assert frames[0].shape == avatar.image.shape and frames[0].dtype == np.uint8
-    r.reset()
-    assert np.array_equal(r.render(avatar.neutral()), frames[0])
+    r = engines.make_renderer(avatar)  # in a render process of its own
+    try:
+        assert r.name == "diffusion"
+        frames = [r.render(avatar.neutral()).to_ndarray(format="rgb24") for _ in range(3)]
+        assert frames[0].shape == avatar.image.shape and frames[0].dtype == np.uint8
+        r.reset()
+        assert np.array_equal(r.render(avatar.neutral()).to_ndarray(format="rgb24"), frames[0])
+    finally:
+        r.close()
+        engines.close()
 
 
 def test_export_check_runs_the_shipped_model() -> None:

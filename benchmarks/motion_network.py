@@ -231,12 +231,19 @@ def score(
     }
 
 
-def diversity(model: Path | None, clip: dict, n: int, rig: object, cfg: dict | None) -> dict:
+def diversity(
+    model: Path | None, clip: dict, n: int, rig: object, cfg: dict | None, real_open: np.ndarray | None = None
+) -> dict:
     runs = [run_engine(model, clip["pcm"], clip["a0"], n, s, cfg)[0] for s in SEEDS]
     mouth = np.stack([[f.expression[:9] for f in fr] for fr in runs])  # (seeds, n, 9)
     yp = np.stack([yaw_pitch(fr) for fr in runs])  # (seeds, n, 2)
-    op = [opening(posed(fr, rig)) for fr in runs[:2]]
+    op = [opening(posed(fr, rig)) for fr in runs]
+    extra = {}
+    if real_open is not None:  # lip sync of every seed (seed 0 alone is a noisy estimate)
+        rs = [tl.best_lag(real_open, o)[0] for o in op]
+        extra = {"r_seeds": [round(float(r), 4) for r in rs], "r_seeds_mean": round(float(np.mean(rs)), 4)}
     return {
+        **extra,
         "seed_std_mouth": round(float(mouth.std(0).mean()), 4),
         "seed_std_yaw_pitch_deg": [round(float(x), 3) for x in yp.std(0).mean(0)],
         "time_std_mouth": round(float(mouth.std(1).mean()), 4),
@@ -311,7 +318,7 @@ def run(args: argparse.Namespace) -> dict:
             frames, ms = run_engine(mpath, clip["pcm"], clip["a0"], n, 0, cfg)
             d[key] = score(real_open, real_al, ok, frames, rig, args.boot, rng, real_jerk)
             d[key]["ms_per_frame"] = round(ms, 3)
-            d[key].update(diversity(mpath, clip, n, rig, cfg))
+            d[key].update(diversity(mpath, clip, n, rig, cfg, real_open))
         ph = align_audio(clip["pcm"], 16000)
         ph = [type(p)(p.phoneme, p.start + clip["a0"], p.end + clip["a0"], p.alphabet) for p in ph]
         tf = tl.teacher_frames(clip["pcm"], 16000, clip["a0"], n, ph, "auto")
@@ -354,6 +361,7 @@ def run(args: argparse.Namespace) -> dict:
             "two_seed_mouth_r",
             "two_seed_yaw_pitch_diff_deg",
             "ms_per_frame",
+            "r_seeds_mean",
         ):
             vals = [res["clips"][c][key][metric] for c in have if metric in res["clips"][c][key]]
             if vals:

@@ -21,6 +21,9 @@ from vlogger.engines.motion.network import (
     NetworkConfig,
     NetworkMotionEngine,
     _default_model_path,
+    ar1_noise,
+    noise_correlations,
+    noise_scales,
     offline_rollout,
 )
 from vlogger.engines.motion.sampler import DDIMSampler
@@ -123,16 +126,43 @@ def test_ddim_recovers_x0_from_its_own_noise_path() -> None:
         s.set_timesteps(0)
 
 
+def test_ar1_noise_is_unit_variance_and_correlated() -> None:
+    eps = np.random.default_rng(0).standard_normal((20000, 4)).astype(np.float32)
+    z = ar1_noise(eps, 0.9)
+    np.testing.assert_array_equal(ar1_noise(eps, 0.0), eps)
+    assert abs(z.std() - 1.0) < 0.05
+    r1 = np.mean([np.corrcoef(z[1:, k], z[:-1, k])[0, 1] for k in range(4)])
+    assert abs(r1 - 0.9) < 0.02
+    with pytest.raises(InputError):
+        NetworkConfig(noise_correlation=1.0)
+    with pytest.raises(InputError):
+        NetworkConfig(mouth_noise_scale=1.5)
+    cfg = NetworkConfig(noise_correlation=0.9, mouth_noise_correlation=0.2, mouth_noise_scale=0.5)
+    rho, scale = noise_correlations(cfg, 174), noise_scales(cfg, 174)
+    assert rho[0] == rho[8] == np.float32(0.2) and rho[9] == rho[15] == rho[173] == np.float32(0.9)
+    assert scale[0] == scale[8] == 0.5 and scale[9] == scale[173] == 1.0
+
+
 # ---- engine ---------------------------------------------------------------------------------
 @needs_model
-def test_streamed_output_equals_offline_causal_rollout() -> None:
-    cfg = NetworkConfig(model_path=MODEL, eyes="network")
+@pytest.mark.parametrize("rho", [0.0, 0.9])
+def test_streamed_output_equals_offline_causal_rollout(rho: float) -> None:
+    cfg = NetworkConfig(
+        model_path=MODEL,
+        eyes="network",
+        noise_correlation=rho,
+        mouth_noise_correlation=rho / 2,
+        mouth_noise_scale=1 - rho / 2,
+    )
     eng = NetworkMotionEngine(cfg, seed=5)
     x = _speechlike(1.2, rate=16000)
     frames = _stream(eng, x, 16000, chunk_s=0.13)
     n = 24
     feats = offline_features(x, n, eng.feature_config)
-    noises = np.random.default_rng([5, 0x4E7]).standard_normal((n, 174)).astype(np.float32)
+    noises = ar1_noise(
+        np.random.default_rng([5, 0x4E7]).standard_normal((n, 174)).astype(np.float32),
+        noise_correlations(cfg, 174),
+    ) * noise_scales(cfg, 174)
     ref = offline_rollout(feats, noises, cfg) * eng._std + eng._mean
     got = np.stack([_vec(f) for f in frames[:n]])
     np.testing.assert_allclose(got[:, 15:], ref[:, 15:], atol=1e-4)  # head and body as generated

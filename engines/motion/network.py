@@ -1,7 +1,8 @@
 """The learned motion network at run time: streaming audio -> MotionFrame with onnxruntime.
 
 Per frame: the frame's audio feature (causal, ``lookahead_frames`` of lookahead, see
-:mod:`vlogger.engines.motion.features`), fresh Gaussian noise, then ``steps`` DDIM steps
+:mod:`vlogger.engines.motion.features`), Gaussian initial noise (fresh per frame by default, or
+an AR(1) process across frames: ``noise_correlation``; see :func:`ar1_noise`), then ``steps`` DDIM steps
 (:class:`~vlogger.engines.motion.sampler.DDIMSampler`) of the transformer against a KV cache of
 the ``window - 1`` previous CLEAN frames, with classifier-free guidance (cond and uncond in one
 batch of 2). The previous frame's cache entry is computed in the same call as the first step
@@ -38,7 +39,16 @@ from vlogger.engines.motion.sampler import DDIMSampler
 from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES, HEAD_DIMS, AudioChunk, MotionFrame
 from vlogger.export.motion import METADATA_KEY
 
-__all__ = ["DEFAULT_MODEL", "NetworkConfig", "NetworkMotionEngine", "load_motion_model", "offline_rollout"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "NetworkConfig",
+    "NetworkMotionEngine",
+    "ar1_noise",
+    "load_motion_model",
+    "noise_correlations",
+    "noise_scales",
+    "offline_rollout",
+]
 
 #: File name of the packaged model under ``engines/motion/assets``.
 DEFAULT_MODEL = "motion_network.onnx"
@@ -60,6 +70,19 @@ class NetworkConfig:
     3.5 exaggerates it (1.6) and lowers r."""
     eta: float = 0.0
     """DDIM stochasticity (0 = deterministic given the initial noise)."""
+    noise_correlation: float = 0.0
+    """Frame-to-frame correlation ``rho`` of the initial noise of the head, body, brow and eye
+    channels: an AR(1) process ``z_i = rho z_(i-1) + sqrt(1 - rho^2) eps_i`` (stationary, unit
+    variance, so every frame's noise is still N(0, 1) and seeds still differ) instead of fresh noise
+    per frame (``0``). With few DDIM steps fresh noise makes the sampled head jump from frame to
+    frame (the head carries most of the landmark jitter)."""
+    mouth_noise_correlation: float = 0.0
+    """The same for the 9 mouth channels (kept low: slow mouth noise makes two seeds' mouths
+    disagree, while the mouth adds little jitter)."""
+    mouth_noise_scale: float = 1.0
+    """Scale of the mouth channels' initial noise (a sampling temperature): 1 = the model's own
+    spread; below 1 the mouth keeps closer to what the audio implies while the head, brows and
+    body stay fully stochastic."""
     x0_clip: float = 6.0
     """Clip of the x0 prediction in normalised units (keeps bad input from running away)."""
     threads: int = 1
@@ -76,6 +99,52 @@ class NetworkConfig:
             raise InputError(f"NetworkConfig.eyes must be 'procedural' or 'network', not {self.eyes!r}")
         if not (self.guidance >= 0 and math.isfinite(self.guidance)):
             raise InputError(f"NetworkConfig.guidance must be a finite number >= 0, not {self.guidance!r}")
+        if not 0.0 <= self.mouth_noise_scale <= 1.0:
+            raise InputError(
+                f"NetworkConfig.mouth_noise_scale must be in [0, 1], not {self.mouth_noise_scale!r}"
+            )
+        for name in ("noise_correlation", "mouth_noise_correlation"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise InputError(f"NetworkConfig.{name} must be in [0, 1), not {v!r}")
+
+
+#: The mouth channels of the motion vector (expression 0..8).
+MOUTH = slice(0, 9)
+
+
+def noise_correlations(config: NetworkConfig, motion_dim: int) -> np.ndarray:
+    """Per-channel AR(1) coefficients of the initial noise, (motion_dim,) float32."""
+    rho = np.full(motion_dim, config.noise_correlation, np.float32)
+    rho[MOUTH] = config.mouth_noise_correlation
+    return rho
+
+
+def noise_scales(config: NetworkConfig, motion_dim: int) -> np.ndarray:
+    """Per-channel scale of the initial noise, (motion_dim,) float32 (applied after the AR(1))."""
+    scale = np.ones(motion_dim, np.float32)
+    scale[MOUTH] = config.mouth_noise_scale
+    return scale
+
+
+def _ar1_step(prev: np.ndarray | None, eps: np.ndarray, rho: np.ndarray | float) -> np.ndarray:
+    """The next value of the unit-variance AR(1) noise process (``eps`` itself for the first frame);
+    ``rho`` a number or one per channel."""
+    eps = eps.astype(np.float32)
+    r = np.asarray(rho, np.float32)
+    if prev is None or not np.any(r):
+        return eps
+    return (r * prev + np.sqrt(1.0 - r * r).astype(np.float32) * eps).astype(np.float32)
+
+
+def ar1_noise(eps: np.ndarray, rho: np.ndarray | float) -> np.ndarray:
+    """Per-frame initial noises (n, dim) from independent standard normals ``eps`` (n, dim), exactly
+    as :class:`NetworkMotionEngine` forms them (``rho``: :func:`noise_correlations` of its config)."""
+    out = np.empty(eps.shape, np.float32)
+    z: np.ndarray | None = None
+    for i in range(len(eps)):
+        z = out[i] = _ar1_step(z, eps[i], rho)
+    return out
 
 
 def _default_model_path() -> Path:
@@ -224,6 +293,9 @@ class NetworkMotionEngine:
         self._pv = np.zeros(shape, np.float32)
         self._valid = np.zeros((n.batch, n.window - 1), np.float32)
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._noise: np.ndarray | None = None
+        self._rho = noise_correlations(cfg, n.motion_dim)
+        self._scale = noise_scales(cfg, n.motion_dim)
         self._next_index = 0
         self._pending = False
 
@@ -344,7 +416,9 @@ class NetworkMotionEngine:
 
     def _frame(self, feat: np.ndarray) -> MotionFrame:
         i = self._next_index
-        noise = self._rng.standard_normal(self._net.motion_dim).astype(np.float32)
+        eps = self._rng.standard_normal(self._net.motion_dim).astype(np.float32)
+        self._noise = _ar1_step(self._noise, eps, self._rho)
+        noise = self._noise * self._scale
         step_noise = None
         if self.config.eta > 0:
             step_noise = [

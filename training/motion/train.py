@@ -25,7 +25,7 @@ from training.corpus import Corpus, CorpusItem
 from training.motion.model import ModelConfig, MotionTransformer
 from vlogger.engines.motion.features import FeatureConfig, feature_dim, mel_filterbank, offline_features
 
-__all__ = ["Batcher", "TrainConfig", "load_items", "loss_weights", "train"]
+__all__ = ["Batcher", "TrainConfig", "load_items", "loss_weights", "prepare_real", "train"]
 
 
 @dataclass
@@ -67,6 +67,21 @@ class TrainConfig:
     """Random seed."""
     ckpt_every: int = 250
     """Steps between checkpoints."""
+    smooth_real: float = 0.0
+    """Gaussian smoothing (sigma in frames) of the expression and head targets of the real clips
+    (``clip:*`` items), whose landmark-fitted targets carry FaceMesh tracking noise; 0 = off."""
+    real_weight: float = 1.0
+    """Multiplier on the stored weight of the real clips' items."""
+    center_real: bool = False
+    """Move each real clip's expression and head targets onto the training data's mean (removes the
+    person's resting face and the camera's head offset; keeps the clip's motion)."""
+    real_clip_z: float = 0.0
+    """Clip the real clips' targets to +-this many (training) standard deviations from the mean
+    (0 = off): the landmark fits put large, audio-unrelated swings into channels the synthetic
+    speech barely uses (smiles, lip raisers), which would otherwise swamp the fine-tuning loss."""
+    weighted_loss: bool = True
+    """Item weights scale the loss as well as the sampling; False: they only set how often an item
+    is sampled (every sampled sequence then counts the same in the loss)."""
 
 
 def loss_weights(parts: dict) -> np.ndarray:
@@ -89,6 +104,27 @@ def load_items(paths: list[str], exclude: tuple[str, ...] = (), limit: int | Non
         n = len(c) if limit is None else min(limit, len(c))
         items.extend(it for it in (c[i] for i in range(n)) if it.source not in exclude)
     return items
+
+
+def prepare_real(items: list[CorpusItem], cfg: TrainConfig, mean: np.ndarray, std: np.ndarray) -> None:
+    """The real clips' items in place: reweighted (``cfg.real_weight``), smoothed
+    (``cfg.smooth_real``), centred (``cfg.center_real``) and clipped (``cfg.real_clip_z``) in their
+    expression and head channels (0..23); ``mean``/``std`` are the training normalisation."""
+    from scipy.ndimage import gaussian_filter1d
+
+    for it in items:
+        if not it.source.startswith("clip:"):
+            continue
+        it.weight = float(it.weight) * cfg.real_weight
+        m = it.motion.astype(np.float32).copy()
+        if cfg.smooth_real > 0:
+            m[:, :24] = gaussian_filter1d(m[:, :24], cfg.smooth_real, axis=0, mode="nearest")
+        if cfg.center_real:
+            m[:, :24] += mean[:24] - m[:, :24].mean(0)
+        if cfg.real_clip_z > 0:
+            lim = cfg.real_clip_z * std[:24]
+            m[:, :24] = np.clip(m[:, :24], mean[:24] - lim, mean[:24] + lim)
+        it.motion = m
 
 
 def _features_job(args: tuple) -> list[np.ndarray]:
@@ -240,7 +276,7 @@ def compute_loss(
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     keep = (torch.rand(b, generator=gen) >= cfg.audio_drop).float()
     pred = model(x0, xt, t, batch["audio"], keep)
-    mask = batch["mask"] * batch["weight"][:, None, None]
+    mask = batch["mask"] * batch["weight"][:, None, None] if cfg.weighted_loss else batch["mask"]
     w = torch.from_numpy(loss_weights(cfg.part_weights))
     wv = torch.from_numpy(loss_weights(cfg.part_vel_weights))
     denom = mask.sum() + 1e-6
@@ -319,6 +355,7 @@ def train(
         mean, std = np.asarray(base["mean"]), np.asarray(base["std"])
     else:
         mean, std = motion_stats(items)
+    prepare_real(items, cfg, mean, std)
     model = MotionTransformer(mcfg)
     if base is not None:
         model.load_state_dict(base["model"])
@@ -413,6 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
     ap.add_argument("--limit", type=int, default=None, help="use the first N items of each corpus")
+    ap.add_argument("--smooth-real", type=float, default=0.0, help="sigma (frames) for the real targets")
+    ap.add_argument("--real-weight", type=float, default=1.0, help="weight multiplier of the real clips")
+    ap.add_argument("--vel-weight", type=float, default=TrainConfig.vel_weight)
+    ap.add_argument("--center-real", action="store_true", help="centre each real clip's targets")
+    ap.add_argument("--real-clip-z", type=float, default=0.0, help="clip real targets at +-Z train stds")
+    ap.add_argument(
+        "--unweighted-loss", action="store_true", help="item weights set sampling only, not the loss"
+    )
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     a = ap.parse_args(argv)
@@ -425,6 +470,12 @@ def main(argv: list[str] | None = None) -> int:
         threads=a.threads,
         seed=a.seed,
         ckpt_every=a.ckpt_every,
+        smooth_real=a.smooth_real,
+        real_weight=a.real_weight,
+        vel_weight=a.vel_weight,
+        weighted_loss=not a.unweighted_loss,
+        center_real=a.center_real,
+        real_clip_z=a.real_clip_z,
     )
     fcfg = FeatureConfig(kind=a.features, lookahead_frames=a.lookahead)
     mcfg = None if a.init else ModelConfig(audio_dim=feature_dim(fcfg), width=a.width, layers=a.layers)

@@ -333,6 +333,11 @@ class Pipeline:
         h, w = self._avatar.image.shape[:2]
         return int(w), int(h)
 
+    def still_frame(self) -> av.VideoFrame:
+        """The avatar's photo as a video frame (shown until the first frame is rendered)."""
+        rgb = np.ascontiguousarray(self._avatar.image[:, :, :3])
+        return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+
     def start(self) -> None:
         for name, target in (("speech", self._speech_loop), ("render", self._render_loop)):
             t = threading.Thread(target=self._guard(target), name=f"vlogger-{name}", daemon=True)

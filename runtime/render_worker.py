@@ -10,7 +10,8 @@ in ``yuv420p`` (the encoder's format), waiting with the GIL released.
 A :class:`WorkerPool` keeps ``spare`` processes started ahead, so a new session does not wait for
 Python to import numpy and OpenCV (about a second), and refills in the background.
 
-The worker speaks a strict request/response protocol over a ``multiprocessing`` pipe::
+The worker says ``("hello", None)`` once its imports are done, then speaks a strict
+request/response protocol over a ``multiprocessing`` pipe::
 
     ("spec", RendererSpec)  -> ("ok", None)               | ("error", "InputError: ...")
     ("render", PosedFrame)  -> ("frame", (yuv, ms))        | ("error", ...)
@@ -82,8 +83,14 @@ def to_yuv420p(rgb: np.ndarray) -> np.ndarray:
 def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover - runs in the child
     import cv2
 
+    import vlogger.engines.render.warp  # noqa: F401  (import now, so a spare is ready when taken)
+
     cv2.setNumThreads(max(1, threads))
     renderer: Any = None
+    try:
+        conn.send(("hello", None))
+    except (BrokenPipeError, OSError):
+        return
     while True:
         try:
             kind, payload = conn.recv()
@@ -125,6 +132,27 @@ class _Worker:
         )
         self.process.start()
         child.close()
+        self.hello = False
+        """Whether the process said it finished importing (its first message)."""
+
+    def wait_hello(self, timeout: float) -> None:
+        """Wait for the process's first message (``WorkerError`` if it dies or takes too long)."""
+        if self.hello:
+            return
+        deadline = time.monotonic() + timeout
+        while not self.conn.poll(0.05):
+            if not self.process.is_alive():
+                code = self.process.exitcode
+                raise WorkerError(f"the render worker died while starting (exit code {code})")
+            if time.monotonic() > deadline:
+                raise WorkerError(f"the render worker did not start within {timeout:g} s")
+        try:
+            kind, _ = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerError(f"the render worker went away: {exc}") from exc
+        if kind != "hello":
+            raise WorkerError(f"the render worker said {kind!r} before hello")
+        self.hello = True
 
     def stop(self, timeout: float) -> None:
         try:
@@ -151,7 +179,8 @@ class WorkerPool:
         self._filling = False
 
     def fill(self) -> None:
-        """Start processes until ``spare`` are ready (call off the event loop; a few ms each)."""
+        """Start processes until ``spare`` are ready, waiting for their imports (call off the
+        event loop; about a second each)."""
         with self._lock:
             if self._filling:
                 return
@@ -162,6 +191,12 @@ class WorkerPool:
                     if self._closed or len(self._ready) >= self.spare:
                         return
                 worker = _Worker(self._ctx, self.threads)
+                try:
+                    worker.wait_hello(60.0)  # a spare is only useful once its imports are done
+                except WorkerError:
+                    _LOG.exception("a spare render process did not start")
+                    worker.stop(0.5)
+                    return
                 with self._lock:
                     if self._closed:
                         worker.stop(0.5)
@@ -233,6 +268,7 @@ class ProcessRenderer:
             return
         if self._closed:
             raise WorkerError("the renderer is closed")
+        self._worker.wait_hello(self.timeout_s)
         kind, payload = self._reply(self.timeout_s)
         if kind != "ok":
             from vlogger.engines.errors import InputError

@@ -345,7 +345,9 @@ class Session:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.config.ice_servers)))
         self.pc = pc
         p = self.pipeline
-        self.video = AvatarVideoTrack(p.clock, p.frames, p.fps, on_sent=p.on_video_sent, size=p.size)
+        self.video = AvatarVideoTrack(
+            p.clock, p.frames, p.fps, on_sent=p.on_video_sent, size=p.size, placeholder=p.still_frame()
+        )
         self.audio = SpeechAudioTrack(p.clock, p.timeline, on_marks=p.on_audio_marks)
 
         @pc.on("track")

@@ -177,10 +177,13 @@ class AvatarVideoTrack(MediaStreamTrack):
         on_sent: Callable[[int], None] | None = None,
         wait_for_frame_s: float = 0.03,
         size: tuple[int, int] = (256, 256),
+        placeholder: av.VideoFrame | None = None,
     ) -> None:
         super().__init__()
         self.size = size
         """(width, height) of the black frames sent before the first rendered one."""
+        self.placeholder = placeholder
+        """Sent (instead of black) until the first rendered frame: e.g. the still photo."""
         self._clock = clock
         self._frames = frames
         self._fps = float(fps)
@@ -221,6 +224,8 @@ class AvatarVideoTrack(MediaStreamTrack):
             fresh = picture is not self._last
         else:
             picture, fresh = self._last, False
+        if picture is None and self.placeholder is not None:  # nothing rendered yet
+            picture = self.placeholder
         if picture is None:  # nothing rendered yet: a black frame of the session's size
             picture = av.VideoFrame(width=self.size[0], height=self.size[1], format="yuv420p")
             for k, p in enumerate(picture.planes):

@@ -39,7 +39,7 @@ class ServerConfig:
     """Longest ``audio.*`` segment, in seconds of audio."""
     synthesis_ahead_s: float = 3.0
     """Seconds of speech synthesised ahead of playback before the TTS thread waits."""
-    render_ahead_s: float = 0.12
+    render_ahead_s: float = 0.08
     """Seconds of video rendered ahead of playback (jitter cushion; speech starts after it)."""
     audio_prebuffer_s: float = 0.2
     """Seconds of ``audio.*`` PCM collected before the segment is scheduled (or ``audio.end``)."""

@@ -11,14 +11,12 @@ from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE
 from vlogger.engines.motion.network import NetworkConfig
 from vlogger.engines.motion.teacher import TeacherConfig
 from vlogger.engines.render.diffusion.config import DiffusionConfig
+from vlogger.engines.render.factory import RENDERERS
 from vlogger.engines.render.warp import WarpConfig
 from vlogger.engines.tts import TTSConfig
 from vlogger.runtime.server_config import ServerConfig
 
 __all__ = ["RENDERERS", "OutputConfig", "VloggerConfig"]
-
-#: Renderer engines selectable by name.
-RENDERERS = ("warp", "diffusion")
 
 
 @dataclass

@@ -33,6 +33,7 @@ from vlogger.engines.types import AudioChunk, PhonemeTiming
 from vlogger.runtime.clock import MediaClock
 from vlogger.runtime.listen import PlayedAudio
 from vlogger.runtime.protocol import ProtocolError, event
+from vlogger.runtime.render_worker import yuv420p_frame
 from vlogger.runtime.server_config import ServerConfig
 from vlogger.runtime.tracks import AUDIO_RATE, AudioTimeline, FrameQueue
 
@@ -161,17 +162,13 @@ class RealEngines:
                 self.config.renderer, avatar.image, avatar.fit, self.config.warp, self.config.diffusion
             )
             return ProcessRenderer(self._pool, spec)
-        if self.config.renderer == "diffusion":
-            from vlogger.engines.render.diffusion import DiffusionRenderer
+        from vlogger.engines.render.factory import make_renderer
 
-            return DiffusionRenderer(avatar.image, avatar.fit, self.config.diffusion, self.config.warp)
-        if self.config.renderer != "warp":
-            from vlogger.engines.errors import InputError
-
-            raise InputError(f"unknown renderer {self.config.renderer!r} (the server has: warp, diffusion)")
-        from vlogger.engines.render.warp import WarpRenderer
-
-        return SerializedRenderer(WarpRenderer(avatar.image, avatar.fit, self.config.warp), self._render_lock)
+        cfg = self.config
+        renderer = make_renderer(cfg.renderer, avatar.image, avatar.fit, cfg.warp, cfg.diffusion)
+        if cfg.renderer == "warp":
+            return SerializedRenderer(renderer, self._render_lock)
+        return renderer
 
 
 class SerializedRenderer:
@@ -335,8 +332,7 @@ class Pipeline:
 
     def still_frame(self) -> av.VideoFrame:
         """The avatar's photo as a video frame (shown until the first frame is rendered)."""
-        rgb = np.ascontiguousarray(self._avatar.image[:, :, :3])
-        return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        return yuv420p_frame(self._avatar.image[:, :, :3])
 
     def start(self) -> None:
         for name, target in (("speech", self._speech_loop), ("render", self._render_loop)):
@@ -599,11 +595,8 @@ class Pipeline:
             mf = motion[-1]
             t0 = time.perf_counter()
             out = renderer.render(avatar.rig.pose(mf))
-            if isinstance(out, av.VideoFrame):  # a render process sends yuv420p already
-                frame = out
-            else:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24")
-                frame = frame.reformat(format="yuv420p")
+            # a render process sends yuv420p already
+            frame = out if isinstance(out, av.VideoFrame) else yuv420p_frame(out)
             self._render_ms.append((time.perf_counter() - t0) * 1000.0)
             self.frames.put(mf.index, frame)
             next_index = mf.index + 1

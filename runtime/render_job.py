@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vlogger.engines.avatar import Avatar, load_avatar
+from vlogger.engines.avatar import load_avatar
 from vlogger.engines.errors import InputError
 from vlogger.engines.render.base import Renderer
+from vlogger.engines.render.factory import make_renderer
 from vlogger.engines.types import AudioChunk, MotionFrame, PhonemeTiming
 from vlogger.runtime.config import RENDERERS, VloggerConfig
 from vlogger.runtime.mp4 import Mp4Writer
@@ -107,18 +108,6 @@ def speech_chunks(
     return iter([chunk]), rate, source
 
 
-def _build_renderer(name: str, avatar: Avatar, config: VloggerConfig) -> Renderer:
-    if name == "warp":
-        from vlogger.engines.render.warp import WarpRenderer
-
-        return WarpRenderer(avatar.image, avatar.fit, config.warp)
-    if name == "diffusion":
-        from vlogger.engines.render.diffusion import DiffusionRenderer
-
-        return DiffusionRenderer(avatar.image, avatar.fit, config.diffusion, config.warp)
-    raise InputError(f"unknown renderer {name!r}; choose one of {', '.join(RENDERERS)}")
-
-
 def render_video(
     request: RenderRequest,
     config: VloggerConfig,
@@ -141,7 +130,9 @@ def render_video(
     t = time.perf_counter()
     avatar = load_avatar(request.image, height=config.output.height, config=config.avatar)
     t = clock.add("fit", t)
-    renderer = _build_renderer(config.renderer, avatar, config)
+    renderer: Renderer = make_renderer(
+        config.renderer, avatar.image, avatar.fit, config.warp, config.diffusion
+    )
     t = clock.add("renderer_setup", t)
     lead_in = config.output.lead_in
     chunks, rate, source = speech_chunks(request, config, lead_in, warnings)

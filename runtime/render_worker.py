@@ -32,7 +32,7 @@ from typing import Any
 import av
 import numpy as np
 
-__all__ = ["ProcessRenderer", "RendererSpec", "WorkerError", "WorkerPool", "build_renderer"]
+__all__ = ["ProcessRenderer", "RendererSpec", "WorkerError", "WorkerPool", "to_yuv420p", "yuv420p_frame"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,35 +55,24 @@ class RendererSpec:
     """``WarpConfig``."""
     diffusion: Any = None
     """``DiffusionConfig`` (for ``"diffusion"``)."""
-    threads: int = 1
-    """Threads OpenCV (and onnxruntime, through the diffusion config) may use in the worker."""
 
 
-def build_renderer(spec: RendererSpec) -> Any:
-    """The renderer ``spec`` names (``InputError`` for an unknown name)."""
-    if spec.name == "warp":
-        from vlogger.engines.render.warp import WarpRenderer
-
-        return WarpRenderer(spec.image, spec.fit, spec.warp)
-    if spec.name == "diffusion":
-        from vlogger.engines.render.diffusion import DiffusionRenderer
-
-        return DiffusionRenderer(spec.image, spec.fit, spec.diffusion, spec.warp)
-    from vlogger.engines.errors import InputError
-
-    raise InputError(f"unknown renderer {spec.name!r} (the server has: warp, diffusion)")
+def yuv420p_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """(H, W, 3) uint8 RGB -> a ``yuv420p`` video frame (the encoders' format)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return frame.reformat(format="yuv420p")
 
 
 def to_yuv420p(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB -> the (H * 3/2, W) planar ``yuv420p`` array PyAV's encoders take."""
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    return np.asarray(frame.reformat(format="yuv420p").to_ndarray())
+    """(H, W, 3) RGB -> the (H * 3/2, W) planar ``yuv420p`` array (what a worker sends back)."""
+    return np.asarray(yuv420p_frame(rgb).to_ndarray())
 
 
 def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover - runs in the child
     import cv2
 
     import vlogger.engines.render.warp  # noqa: F401  (import now, so a spare is ready when taken)
+    from vlogger.engines.render.factory import make_renderer
 
     cv2.setNumThreads(max(1, threads))
     renderer: Any = None
@@ -100,7 +89,9 @@ def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover - 
             return
         try:
             if kind == "spec":
-                renderer = build_renderer(payload)
+                renderer = make_renderer(
+                    payload.name, payload.image, payload.fit, payload.warp, payload.diffusion
+                )
                 reply: tuple[str, Any] = ("ok", None)
             elif kind == "render":
                 if renderer is None:
@@ -135,21 +126,25 @@ class _Worker:
         self.hello = False
         """Whether the process said it finished importing (its first message)."""
 
-    def wait_hello(self, timeout: float) -> None:
-        """Wait for the process's first message (``WorkerError`` if it dies or takes too long)."""
-        if self.hello:
-            return
+    def recv(self, timeout: float) -> tuple[str, Any]:
+        """The process's next message (``WorkerError`` if it dies, goes away or takes too long)."""
         deadline = time.monotonic() + timeout
         while not self.conn.poll(0.05):
             if not self.process.is_alive():
-                code = self.process.exitcode
-                raise WorkerError(f"the render worker died while starting (exit code {code})")
+                raise WorkerError(f"the render worker died (exit code {self.process.exitcode})")
             if time.monotonic() > deadline:
-                raise WorkerError(f"the render worker did not start within {timeout:g} s")
+                raise WorkerError(f"the render worker did not answer within {timeout:g} s")
         try:
-            kind, _ = self.conn.recv()
+            kind, payload = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise WorkerError(f"the render worker went away: {exc}") from exc
+        return kind, payload
+
+    def wait_hello(self, timeout: float) -> None:
+        """Wait for the process's first message, sent once its imports are done."""
+        if self.hello:
+            return
+        kind, _ = self.recv(timeout)
         if kind != "hello":
             raise WorkerError(f"the render worker said {kind!r} before hello")
         self.hello = True
@@ -244,20 +239,6 @@ class ProcessRenderer:
         self._ready = False
         self._worker.conn.send(("spec", spec))
 
-    def _reply(self, timeout: float) -> tuple[str, Any]:
-        conn = self._worker.conn
-        deadline = time.monotonic() + timeout
-        while not conn.poll(0.1):
-            if not self._worker.process.is_alive():
-                raise WorkerError(f"the render worker died (exit code {self._worker.process.exitcode})")
-            if time.monotonic() > deadline:
-                raise WorkerError(f"the render worker did not answer within {timeout:g} s")
-        try:
-            kind, payload = conn.recv()
-        except (EOFError, OSError) as exc:
-            raise WorkerError(f"the render worker went away: {exc}") from exc
-        return kind, payload
-
     def wait_ready(self) -> None:
         """Wait until the worker built the renderer; ``InputError``/``WorkerError`` if it could not."""
         with self._lock:
@@ -269,7 +250,7 @@ class ProcessRenderer:
         if self._closed:
             raise WorkerError("the renderer is closed")
         self._worker.wait_hello(self.timeout_s)
-        kind, payload = self._reply(self.timeout_s)
+        kind, payload = self._worker.recv(self.timeout_s)
         if kind != "ok":
             from vlogger.engines.errors import InputError
 
@@ -283,7 +264,7 @@ class ProcessRenderer:
                 self._worker.conn.send(("render", posed))
             except (BrokenPipeError, OSError) as exc:
                 raise WorkerError(f"the render worker went away: {exc}") from exc
-            kind, payload = self._reply(self.timeout_s)
+            kind, payload = self._worker.recv(self.timeout_s)
         if kind != "frame":
             raise WorkerError(f"the render worker failed: {payload}")
         yuv, self.last_ms = payload
@@ -293,7 +274,7 @@ class ProcessRenderer:
         with self._lock:
             self._wait_ready_locked()
             self._worker.conn.send(("reset", None))
-            self._reply(self.timeout_s)
+            self._worker.recv(self.timeout_s)
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the worker process (waits up to ``timeout``, then kills it). Call after the

@@ -8,6 +8,7 @@ model's SHA-256, and reused afterwards.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -155,11 +156,7 @@ class PiperTTS:
         from piper.voice import PiperVoice
 
         master = self._load()
-        other = PiperTTS.__new__(PiperTTS)
-        other.config = self.config
-        other._model_path = self._model_path
-        other._config_path = self._config_path
-        other._voice_json = self._voice_json
+        other = copy.copy(self)
         other._voice = PiperVoice(session=master.session, config=master.config)
         other._lock = threading.Lock()
         return other

@@ -34,7 +34,7 @@ from vlogger.engines.motion.features import (
     FeatureStream,
     StreamResampler,
 )
-from vlogger.engines.motion.procedural import BlinkProcess, GazeProcess
+from vlogger.engines.motion.procedural import BlinkProcess, GazeProcess, SpeechActivity
 from vlogger.engines.motion.sampler import DDIMSampler
 from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES, HEAD_DIMS, AudioChunk, MotionFrame
 from vlogger.export.motion import METADATA_KEY
@@ -283,9 +283,7 @@ class NetworkMotionEngine:
         self._tcfg = tcfg
         self._blink = BlinkProcess(tcfg, self.fps)
         self._gaze = GazeProcess(tcfg)
-        self._activity = 0.0
-        self._in_phrase = False
-        self._speaking_since = -math.inf
+        self._activity = SpeechActivity(tcfg, self.fps)
         self._reset_stream()
         n = self._net
         shape = (n.layers, n.batch, n.heads, n.window - 1, n.head_dim)
@@ -440,19 +438,9 @@ class NetworkMotionEngine:
         expr[13:] = np.clip(expr[13:], -1.0, 1.0)
         loud = self._loudness_db(i)
         speaking = loud > self.config.speech_threshold_db
-        c = self._tcfg
-        tau = c.activity_attack_s if speaking else c.activity_release_s
-        self._activity += (float(speaking) - self._activity) * (1.0 - math.exp(-1.0 / self.fps / tau))
-        phrase_start = phrase_end = False
-        if speaking:
-            phrase_start = not self._in_phrase
-            self._in_phrase = True
-            self._speaking_since = t
-        elif self._in_phrase and t - self._speaking_since >= c.phrase_gap_s:
-            self._in_phrase = False
-            phrase_end = True
+        phrase_start, phrase_end = self._activity.step(t, speaking)
         bl, br = self._blink.step(t, self._eye_rng, phrase_end)
-        gaze = self._gaze.step(t, self._eye_rng, self._activity, phrase_start)
+        gaze = self._gaze.step(t, self._eye_rng, self._activity.level, phrase_start)
         if self.config.eyes == "procedural":
             expr[_EYES] = [bl, br, float(np.clip(gaze[0], -1, 1)), float(np.clip(gaze[1], -1, 1))]
         head = m[_NE : _NE + HEAD_DIMS].astype(np.float32)

@@ -19,6 +19,7 @@ __all__ = [
     "BodyProcess",
     "GazeProcess",
     "HeadProcess",
+    "SpeechActivity",
     "euler_to_rotation6d",
 ]
 
@@ -26,6 +27,33 @@ __all__ = [
 def _smoothstep(u: float) -> float:
     u = min(1.0, max(0.0, u))
     return u * u * (3.0 - 2.0 * u)
+
+
+class SpeechActivity:
+    """Speech activity envelope (0..1, attack/release) and phrase boundaries, one step per frame."""
+
+    def __init__(self, config: TeacherConfig, fps: float) -> None:
+        self.config = config
+        self._dt = 1.0 / fps
+        self.level = 0.0
+        """The envelope: rises towards 1 while speaking, falls towards 0 in pauses."""
+        self._in_phrase = False
+        self._speaking_since = -math.inf
+
+    def step(self, t: float, speaking: bool) -> tuple[bool, bool]:
+        """Advance to time ``t``; returns (phrase started, phrase ended) at this frame."""
+        c = self.config
+        tau = c.activity_attack_s if speaking else c.activity_release_s
+        self.level += (float(speaking) - self.level) * (1.0 - math.exp(-self._dt / tau))
+        phrase_start = phrase_end = False
+        if speaking:
+            phrase_start = not self._in_phrase
+            self._in_phrase = True
+            self._speaking_since = t
+        elif self._in_phrase and t - self._speaking_since >= c.phrase_gap_s:
+            self._in_phrase = False
+            phrase_end = True
+        return phrase_start, phrase_end
 
 
 class BlinkProcess:

@@ -32,6 +32,7 @@ from vlogger.engines.motion.procedural import (
     BodyProcess,
     GazeProcess,
     HeadProcess,
+    SpeechActivity,
     euler_to_rotation6d,
 )
 from vlogger.engines.motion.visemes import (
@@ -83,10 +84,8 @@ class PhonemeMotionEngine:
         self._energy_state = np.zeros(_NM)
         self._release_start = -math.inf
         self._release_from = np.zeros(_NM)
-        self._activity = 0.0
+        self._activity = SpeechActivity(c, self.fps)
         self._loud_hist: deque[float] = deque(maxlen=max(2, round(c.nod_onset_window_s * self.fps)))
-        self._speaking_since = -math.inf
-        self._in_phrase = False
         self._blink = BlinkProcess(c, self.fps)
         self._gaze = GazeProcess(c)
         self._head = HeadProcess(c, self.fps)
@@ -246,16 +245,8 @@ class PhonemeMotionEngine:
         speaking = speaking_ph or loud > c.speech_threshold
 
         # Speech activity envelope and phrase boundaries.
-        tau = c.activity_attack_s if speaking else c.activity_release_s
-        self._activity += (float(speaking) - self._activity) * (1.0 - math.exp(-self._dt / tau))
-        phrase_start = phrase_end = False
-        if speaking:
-            phrase_start = not self._in_phrase
-            self._in_phrase = True
-            self._speaking_since = t
-        elif self._in_phrase and t - self._speaking_since >= c.phrase_gap_s:
-            self._in_phrase = False
-            phrase_end = True
+        phrase_start, phrase_end = self._activity.step(t, speaking)
+        activity = self._activity.level
 
         # Nods at energy onsets and (some) stressed vowels.
         rise = loud - min(self._loud_hist) if self._loud_hist else 0.0
@@ -267,22 +258,20 @@ class PhonemeMotionEngine:
                 self._head.nod(t, c.nod_deg * self._rng.uniform(0.6, 1.1))
 
         blink_l, blink_r = self._blink.step(t, self._rng, phrase_end)
-        gaze = self._gaze.step(t, self._rng, self._activity, phrase_start)
-        angles, nod_strength = self._head.step(t, self._rng, self._activity)
+        gaze = self._gaze.step(t, self._rng, activity, phrase_start)
+        angles, nod_strength = self._head.step(t, self._rng, activity)
         follow = 1.0 - math.exp(-self._dt / c.head_follows_gaze_s)
         self._gaze_smooth += (gaze - self._gaze_smooth) * follow
         yaw = angles[0] + c.head_follows_gaze_deg * self._gaze_smooth[0]
         pitch = angles[1] + c.head_follows_gaze_deg * 0.5 * self._gaze_smooth[1]
         roll = angles[2]
-        body, sway = self._body.step(t, self._activity, roll)
+        body, sway = self._body.step(t, activity, roll)
 
         expr = np.zeros(len(EXPRESSION_NAMES), dtype=np.float32)
         expr[_MOUTH_IX] = np.clip(self._mouth, 0.0, 1.0)
         expr[_IX["blink_l"]] = blink_l
         expr[_IX["blink_r"]] = blink_r
-        expr[_IX["brow_up"]] = min(
-            1.0, c.brow_per_nod * nod_strength + c.brow_per_loudness * self._activity * loud
-        )
+        expr[_IX["brow_up"]] = min(1.0, c.brow_per_nod * nod_strength + c.brow_per_loudness * activity * loud)
         expr[_IX["gaze_x"]] = float(np.clip(gaze[0], -1.0, 1.0))
         expr[_IX["gaze_y"]] = float(np.clip(gaze[1], -1.0, 1.0))
         head = np.zeros(HEAD_DIMS, dtype=np.float32)

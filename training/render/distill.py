@@ -1,13 +1,17 @@
 """Progressive distillation (Salimans & Ho 2022) of the renderer teacher to 4, 2 and 1 steps.
 
     python -m training.render.distill --teacher training/runs/render/teacher/last.pt \
-        --out training/runs/render/distill --rounds 4 2 1 --steps 400
+        --out training/runs/render/distill --rounds 4 2 1 --steps 600 --data-weight 0.5
 
 Each round trains a student (initialised from its teacher) so that ONE deterministic DDIM step of
 the student matches TWO DDIM steps of the teacher, on exactly the timesteps the student's sampler
 will use (``k`` evenly spaced steps from the start level). Known frames are handled as in
 sampling (mask channel + replacement). The loss is on the x0 implied by the student's noise
-prediction, weighted by max(SNR, 1). Each round writes ``student{k}.pt``, a loss PNG and a grid.
+prediction, weighted by max(SNR, 1): ``(1 - data_weight)`` times the distance to the teacher's
+two-step target plus ``data_weight`` times the distance to the real frame (a reconstruction
+term: the student then also corrects its teacher instead of only copying it; 0 = pure
+progressive distillation). The learning rate decays on a cosine to 10% within each round. Each
+round writes ``student{k}.pt``, a loss PNG and a grid.
 """
 
 from __future__ import annotations
@@ -54,7 +58,15 @@ def _ddim(z, x0, t, t_next, ab):
 
 
 def distill_round(
-    teacher: TemporalUNet, windows: Windows, k: int, start: int, steps: int, batch: int, lr: float, seed: int
+    teacher: TemporalUNet,
+    windows: Windows,
+    k: int,
+    start: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    data_weight: float = 0.0,
 ):
     """Train a k-step student from a 2k-step teacher; returns (student, losses)."""
     student = copy.deepcopy(teacher).train()
@@ -62,6 +74,9 @@ def distill_round(
     ab = torch_alpha_bar()
     s_sched, t_sched = schedule(k, start), schedule(2 * k, start)
     opt = torch.optim.AdamW(student.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.45 * (1 + np.cos(np.pi * min(s, steps) / max(steps, 1)))
+    )
     gen = torch.Generator().manual_seed(seed)
     losses = []
     t0 = time.perf_counter()
@@ -95,11 +110,13 @@ def distill_round(
             target = (zn - ratio * z) / (an.sqrt() - ratio * a.sqrt())
         xs = _x0(student, z, t, b.ref, ctrl, ab)
         w = (a / (1 - a)).clamp(min=1.0)
-        loss = (w * (xs - target.clamp(-1, 1)) ** 2)[:, kk:].mean()
+        err = (1 - data_weight) * (xs - target.clamp(-1, 1)) ** 2 + data_weight * (xs - b.x0) ** 2
+        loss = (w * err)[:, kk:].mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
+        sched.step()
         losses.append(float(loss.detach()))
         if (step + 1) % 50 == 0:
             rate = (step + 1) / (time.perf_counter() - t0)
@@ -114,10 +131,11 @@ def distill(
     teacher_ckpt: Path,
     out: Path,
     rounds: tuple[int, ...] = (4, 2, 1),
-    steps: int = 400,
+    steps: int = 600,
     batch: int = 4,
     lr: float = 5e-4,
     seed: int = 0,
+    data_weight: float = 0.5,
 ) -> dict[int, Path]:
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +149,7 @@ def distill(
     x, c, r = held.get(0, 0)
     paths = {}
     for k in rounds:
-        student, losses = distill_round(teacher, windows, k, start, steps, batch, lr, seed + k)
+        student, losses = distill_round(teacher, windows, k, start, steps, batch, lr, seed + k, data_weight)
         path = out / f"student{k}.pt"
         save_checkpoint(
             path,
@@ -139,7 +157,13 @@ def distill(
             None,
             steps,
             losses,
-            {"start": ck.get("start", 0.8), "window": window, "data": ck["data"], "distilled_steps": k},
+            {
+                "start": ck.get("start", 0.8),
+                "window": window,
+                "data": ck["data"],
+                "distilled_steps": k,
+                "data_weight": data_weight,
+            },
         )
         loss_png(out / f"loss_student{k}.png", losses, f"progressive distillation to {k} steps")
         rows = [
@@ -163,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--rounds", type=int, nargs="+", default=[4, 2, 1])
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=600, help="training steps per round")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument(
+        "--data-weight", type=float, default=0.5, help="share of the loss on the real frame (0 = pure)"
+    )
     a = ap.parse_args(argv)
-    distill(a.teacher, a.out, tuple(a.rounds), a.steps, a.batch, a.lr)
+    distill(a.teacher, a.out, tuple(a.rounds), a.steps, a.batch, a.lr, data_weight=a.data_weight)
     return 0
 
 

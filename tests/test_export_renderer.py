@@ -120,3 +120,26 @@ def test_tiny_model_loss_falls_over_a_short_run(tmp_path: Path) -> None:
     x, c, r = w.get(0, 0)
     out = sample_window(m.eval(), c, r, None, 2, 800)
     assert out.shape == x.shape and np.isfinite(out).all() and np.abs(out).max() <= 1.0
+
+
+def test_distillation_rounds_resume_and_record_their_recipe(tmp_path: Path) -> None:
+    from training.render.common import load_checkpoint, save_checkpoint
+    from training.render.distill import distill
+
+    shard = build_generated(tmp_path / "data", frames=24, size=32, seed=5)
+    teacher = tmp_path / "teacher.pt"
+    extra = {"start": 0.8, "window": 8, "data": [str(shard)]}
+    save_checkpoint(teacher, _model(), None, 0, [], extra)
+    out = tmp_path / "d"
+    paths = distill(teacher, out, (2, 1), steps=3, batch=1, data_weight=0.5)
+    assert sorted(paths) == [1, 2] and (out / "loss_student1.png").is_file()
+    _, ck = load_checkpoint(paths[1])
+    assert (ck["distilled_steps"], ck["step"], ck["data_weight"]) == (1, 3, 0.5)
+    stamp = {k: p.stat().st_mtime_ns for k, p in paths.items()}
+    (out / "student1.pt").unlink()  # as if stopped during the last round
+    again = distill(teacher, out, (2, 1), steps=3, batch=1, data_weight=0.5, resume=True)
+    assert again[2].stat().st_mtime_ns == stamp[2]  # round 2 loaded, not retrained
+    assert again[1].is_file()
+    # another recipe does not reuse the saved round
+    distill(teacher, out, (2,), steps=3, batch=1, data_weight=0.0, resume=True)
+    assert paths[2].stat().st_mtime_ns != stamp[2]

@@ -136,7 +136,10 @@ def distill(
     lr: float = 5e-4,
     seed: int = 0,
     data_weight: float = 0.5,
+    resume: bool = False,
 ) -> dict[int, Path]:
+    """Run the rounds in order, each student teaching the next; with ``resume`` a round whose
+    ``student{k}.pt`` already exists (same steps and data weight) is loaded instead of retrained."""
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     teacher, ck = load_checkpoint(teacher_ckpt)
@@ -149,8 +152,18 @@ def distill(
     x, c, r = held.get(0, 0)
     paths = {}
     for k in rounds:
-        student, losses = distill_round(teacher, windows, k, start, steps, batch, lr, seed + k, data_weight)
         path = out / f"student{k}.pt"
+        if resume and path.is_file():
+            done, dck = load_checkpoint(path)
+            if (dck.get("distilled_steps"), dck.get("step"), dck.get("data_weight")) == (
+                k,
+                steps,
+                data_weight,
+            ):
+                print(f"[{k} steps] done before, resuming from {path}", file=sys.stderr)
+                paths[k], teacher = path, done.eval()
+                continue
+        student, losses = distill_round(teacher, windows, k, start, steps, batch, lr, seed + k, data_weight)
         save_checkpoint(
             path,
             student,
@@ -193,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--data-weight", type=float, default=0.5, help="share of the loss on the real frame (0 = pure)"
     )
+    ap.add_argument("--resume", action="store_true", help="skip rounds whose student is already saved")
     a = ap.parse_args(argv)
-    distill(a.teacher, a.out, tuple(a.rounds), a.steps, a.batch, a.lr, data_weight=a.data_weight)
+    distill(
+        a.teacher, a.out, tuple(a.rounds), a.steps, a.batch, a.lr, data_weight=a.data_weight, resume=a.resume
+    )
     return 0
 
 

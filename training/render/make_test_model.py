@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             build_generated(a.data, frames=400, size=32, seed=seed)
         build_generated(a.data, frames=120, size=32, seed=100, split="test")
     ckpt = train([a.data], a.runs / "gen_teacher", "tiny", a.teacher_steps, resume=True)
-    students = distill(ckpt, a.runs / "gen_distill", (4, 2, 1), a.distill_steps, data_weight=a.data_weight)
+    students = distill(
+        ckpt, a.runs / "gen_distill", (4, 2, 1), a.distill_steps, data_weight=a.data_weight, resume=True
+    )
     on = "generated frames of the default portrait (public domain), warp renderer targets"
     ASSETS.mkdir(parents=True, exist_ok=True)
     export_checkpoint(ckpt, ASSETS / "test_renderer_teacher.onnx", LABEL + " [teacher]", on)

@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--size", type=int, default=512, help="output height in pixels (default 512)")
     r.add_argument("--renderer", default="warp", help="renderer engine (default warp)")
     r.add_argument(
+        "--diffusion-model",
+        metavar="ONNX",
+        help="diffusion renderer model (ONNX from training.render.export; default: the test model)",
+    )
+    r.add_argument(
         "--motion",
         default=None,
         choices=MOTION_ENGINES,
@@ -69,6 +74,8 @@ def _render(args: argparse.Namespace) -> int:
     config.output.fps = args.fps
     config.output.height = args.size
     config.renderer = args.renderer
+    if args.diffusion_model is not None:
+        config.diffusion = replace(config.diffusion, model=args.diffusion_model)
     if args.motion is not None:
         config.motion_engine = args.motion
     config.tts = replace(config.tts, threads=args.threads)
@@ -78,6 +85,8 @@ def _render(args: argparse.Namespace) -> int:
         check_text(args.text, config.tts.max_text_length)
     if args.image is not None and not Path(args.image).is_file():
         raise InputError(f"image not found: {args.image}")
+    if args.diffusion_model is not None and not Path(args.diffusion_model).is_file():
+        raise InputError(f"--diffusion-model not found: {args.diffusion_model}")
     if args.audio is not None and not Path(args.audio).is_file():
         raise InputError(f"audio not found: {args.audio}")
 

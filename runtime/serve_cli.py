@@ -23,6 +23,11 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080, help="port of the page and WebSocket (default 8080)")
     s.add_argument("--image", help="the avatar photo (default: the shipped public-domain portrait)")
     s.add_argument("--renderer", default="warp", help="renderer engine (default warp)")
+    s.add_argument(
+        "--diffusion-model",
+        metavar="ONNX",
+        help="diffusion renderer model (ONNX from training.render.export; default: the test model)",
+    )
     s.add_argument("--size", type=int, default=512, help="video height in pixels (default 512)")
     s.add_argument("--fps", type=float, default=25.0, help="video frames per second (default 25)")
     s.add_argument(
@@ -84,6 +89,8 @@ def build_server(args: argparse.Namespace) -> Any:
         raise InputError(f"--renderer {args.renderer!r} is unknown (choose from {', '.join(RENDERERS)})")
     if args.image is not None and not Path(args.image).is_file():
         raise InputError(f"image not found: {args.image}")
+    if args.diffusion_model is not None and not Path(args.diffusion_model).is_file():
+        raise InputError(f"--diffusion-model not found: {args.diffusion_model}")
     for url in args.ice_server:
         if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
             raise InputError(f"--ice-server {url!r} must start with stun:, stuns:, turn: or turns:")
@@ -93,6 +100,8 @@ def build_server(args: argparse.Namespace) -> Any:
     config = VloggerConfig()
     config.seed = args.seed
     config.renderer = args.renderer
+    if args.diffusion_model is not None:
+        config.diffusion = dataclasses.replace(config.diffusion, model=args.diffusion_model)
     if args.motion is not None:
         config.motion_engine = args.motion
     config.output.fps = args.fps

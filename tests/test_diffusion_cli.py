@@ -18,10 +18,12 @@ def vlogger(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 
 def test_render_with_the_diffusion_renderer_writes_valid_video(tmp_path: Path) -> None:
+    from vlogger.engines.render.diffusion import TEST_MODEL
+
     out = tmp_path / "d.mp4"
-    res = vlogger(
-        "render", "--text", "Hello there.", "--out", str(out), "--renderer", "diffusion", "--size", "256"
-    )
+    model = TEST_MODEL.with_name("test_renderer_2step.onnx")  # a model of the user's, by flag
+    args = ("--text", "Hello there.", "--out", str(out), "--renderer", "diffusion", "--size", "256")
+    res = vlogger("render", *args, "--diffusion-model", str(model), "--quiet")
     assert res.returncode == 0, res.stderr
     info = probe(out)
     assert info["video"].codec == "h264" and info["audio"].codec == "aac"
@@ -39,6 +41,10 @@ def test_unknown_renderer_and_missing_model_are_refused(tmp_path: Path) -> None:
     out = tmp_path / "x.mp4"
     res = vlogger("render", "--text", "Hi.", "--out", str(out), "--renderer", "nerf")
     assert res.returncode == 2 and "diffusion" in res.stderr and not out.exists()
+    missing = str(tmp_path / "mine.onnx")
+    for cmd in (("render", "--text", "Hi.", "--out", str(out)), ("serve", "--port", "0")):
+        res = vlogger(*cmd, "--renderer", "diffusion", "--diffusion-model", missing, timeout=60)
+        assert res.returncode == 2 and "mine.onnx" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_serve_builds_the_diffusion_renderer() -> None:

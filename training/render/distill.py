@@ -1,7 +1,7 @@
 """Progressive distillation (Salimans & Ho 2022) of the renderer teacher to 4, 2 and 1 steps.
 
     python -m training.render.distill --teacher training/runs/render/teacher/last.pt \
-        --out training/runs/render/distill --rounds 4 2 1 --steps 600 --data-weight 0.5
+        --out training/runs/render/distill --rounds 4 2 1 --steps 1500 --data-weight 0.75
 
 Each round trains a student (initialised from its teacher) so that ONE deterministic DDIM step of
 the student matches TWO DDIM steps of the teacher, on exactly the timesteps the student's sampler
@@ -131,11 +131,11 @@ def distill(
     teacher_ckpt: Path,
     out: Path,
     rounds: tuple[int, ...] = (4, 2, 1),
-    steps: int = 600,
+    steps: int = 1500,
     batch: int = 4,
     lr: float = 5e-4,
     seed: int = 0,
-    data_weight: float = 0.5,
+    data_weight: float = 0.75,
     resume: bool = False,
 ) -> dict[int, Path]:
     """Run the rounds in order, each student teaching the next; with ``resume`` a round whose
@@ -200,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--rounds", type=int, nargs="+", default=[4, 2, 1])
-    ap.add_argument("--steps", type=int, default=600, help="training steps per round")
+    ap.add_argument("--steps", type=int, default=1500, help="training steps per round")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument(
-        "--data-weight", type=float, default=0.5, help="share of the loss on the real frame (0 = pure)"
+        "--data-weight", type=float, default=0.75, help="share of the loss on the real frame (0 = pure)"
     )
     ap.add_argument("--resume", action="store_true", help="skip rounds whose student is already saved")
     a = ap.parse_args(argv)

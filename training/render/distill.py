@@ -66,7 +66,7 @@ def distill_round(
     batch: int,
     lr: float,
     seed: int,
-    data_weight: float = 0.0,
+    data_weight: float = 0.75,
 ):
     """Train a k-step student from a 2k-step teacher; returns (student, losses)."""
     student = copy.deepcopy(teacher).train()

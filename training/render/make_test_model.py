@@ -5,7 +5,7 @@
 1. build shards of the public-domain default portrait posed by the rig with random smooth motion
    and drawn by the warp renderer (4 x 400 train frames, 120 held-out frames with another seed);
 2. train the ``tiny`` teacher (32 px, 68k parameters) on them; 3. distill it to 4, 2 and 1 steps
-(progressive distillation with the reconstruction term, ``data_weight`` 0.5);
+   (progressive distillation with the reconstruction term, ``data_weight`` 0.5);
 4. export the teacher and the students with their metadata to
    ``engines/render/diffusion/assets/``: ``test_renderer.onnx`` (1 step, the default),
    ``test_renderer_2step.onnx``, ``test_renderer_4step.onnx`` and ``test_renderer_teacher.onnx``.

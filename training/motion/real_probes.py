@@ -1,6 +1,6 @@
 """Quick probes of the motion network on the real clips (the model card's sweep and lookahead notes).
 
-    python -m training.motion.real_probes sweep [--model M.onnx] [--engine '{"guidance": 3}' ...]
+    python -m training.motion.real_probes sweep [--model M.onnx | --loo DIR] [--engine '{"guidance": 3}' ...]
     python -m training.motion.real_probes lookahead [--lookaheads 2 5 8 12]
     python -m training.motion.real_probes loudness
 
@@ -39,15 +39,16 @@ def _on_video_clock(c: dict) -> np.ndarray:
     return pcm[round(-a0 * 16000) :]
 
 
-def sweep(clips: dict[str, dict], model: Path | None, engines: list[dict]) -> None:
+def sweep(clips: dict[str, dict], model: Path | None, engines: list[dict], loo: Path | None = None) -> None:
     rig = tl._load_rig()
     for cfg in engines:
         rs = []
         for seed in (0, 1, 2):
-            for c in clips.values():
+            for name, c in clips.items():
                 lm = c["landmarks"]
                 real = np.where(c["found"], mn.opening(lm), np.nan)
-                frames, _ = mn.run_engine(model, c["pcm"], c["a0"], len(lm), seed, cfg)
+                m = loo / f"loo_{name}.onnx" if loo else model
+                frames, _ = mn.run_engine(m, c["pcm"], c["a0"], len(lm), seed, cfg)
                 rs.append(tl.best_lag(real, mn.opening(mn.posed(frames, rig)))[0])
         per_clip = np.asarray(rs).reshape(3, -1).mean(0)
         print(f"{json.dumps(cfg)}: mean r {np.mean(rs):.3f}, per clip {np.round(per_clip, 3)}", flush=True)
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=tl._default_data())
     ap.add_argument("--clips", type=Path, default=Path("training/data/clips"))
     ap.add_argument("--model", type=Path, default=None, help="ONNX motion network (default: packaged)")
+    ap.add_argument("--loo", type=Path, default=None, help="folder of loo_<clip>.onnx (sweep)")
     ap.add_argument("--engine", action="append", default=None, help="NetworkConfig overrides as JSON")
     ap.add_argument("--lookaheads", type=int, nargs="+", default=[2, 5, 8, 12])
     a = ap.parse_args(argv)
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     clips = _clips(a.data, a.clips)
     if a.probe == "sweep":
-        sweep(clips, a.model, [json.loads(e) for e in a.engine] if a.engine else [{}])
+        sweep(clips, a.model, [json.loads(e) for e in a.engine] if a.engine else [{}], a.loo)
     elif a.probe == "lookahead":
         lookahead(clips, a.lookaheads)
     else:

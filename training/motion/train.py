@@ -79,6 +79,9 @@ class TrainConfig:
     """Clip the real clips' targets to +-this many (training) standard deviations from the mean
     (0 = off): the landmark fits put large, audio-unrelated swings into channels the synthetic
     speech barely uses (smiles, lip raisers), which would otherwise swamp the fine-tuning loss."""
+    real_mouth_only: bool = False
+    """Supervise only the mouth channels (expression 0..8) of the real clips: their landmark fits
+    of brows, eyes and head then do not enter the loss (the synthetic items keep every channel)."""
     weighted_loss: bool = True
     """Item weights scale the loss as well as the sampling; False: they only set how often an item
     is sampled (every sampled sequence then counts the same in the loss)."""
@@ -125,6 +128,10 @@ def prepare_real(items: list[CorpusItem], cfg: TrainConfig, mean: np.ndarray, st
             lim = cfg.real_clip_z * std[:24]
             m[:, :24] = np.clip(m[:, :24], mean[:24] - lim, mean[:24] + lim)
         it.motion = m
+        if cfg.real_mouth_only:
+            mask = np.zeros_like(np.asarray(it.target_mask, np.float32))
+            mask[..., :9] = np.asarray(it.target_mask, np.float32)[..., :9]
+            it.target_mask = mask
 
 
 def _features_job(args: tuple) -> list[np.ndarray]:
@@ -455,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vel-weight", type=float, default=TrainConfig.vel_weight)
     ap.add_argument("--center-real", action="store_true", help="centre each real clip's targets")
     ap.add_argument("--real-clip-z", type=float, default=0.0, help="clip real targets at +-Z train stds")
+    ap.add_argument("--real-mouth-only", action="store_true", help="real clips supervise the mouth only")
     ap.add_argument(
         "--unweighted-loss", action="store_true", help="item weights set sampling only, not the loss"
     )
@@ -476,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         weighted_loss=not a.unweighted_loss,
         center_real=a.center_real,
         real_clip_z=a.real_clip_z,
+        real_mouth_only=a.real_mouth_only,
     )
     fcfg = FeatureConfig(kind=a.features, lookahead_frames=a.lookahead)
     mcfg = None if a.init else ModelConfig(audio_dim=feature_dim(fcfg), width=a.width, layers=a.layers)

@@ -70,7 +70,7 @@ def model_config(name_or_dict: str | dict) -> RenderModelConfig:
 
 def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     a = t.float()[:, None] * freqs[None]
     return torch.cat([torch.sin(a), torch.cos(a)], dim=1)
 

@@ -118,6 +118,9 @@ class MotionFrame:
     """Body keypoint residuals, float32 shape (BODY_KEYPOINTS, 2), units of image height."""
     speaking: bool = False
     """Whether audible speech drives this frame (for stats and tests)."""
+    phoneme_share: float = 0.0
+    """How much of the mouth phoneme timings drive (0..1; the phoneme-driven engine sets it, engines
+    that listen to the audio alone leave 0)."""
 
     @staticmethod
     def neutral(index: int = 0, pts: float = 0.0) -> MotionFrame:

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--motion",
         default=None,
         choices=MOTION_ENGINES,
-        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}; network = the learned audio-to-motion model)",
+        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: phoneme-driven mouth where timings are known, "
+        "the learned network's where not; teacher: phonemes/loudness only; network: the learned model only)",
     )
     r.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
     r.add_argument("--quiet", action="store_true", help="print only warnings and errors")

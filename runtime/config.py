@@ -52,8 +52,10 @@ class VloggerConfig:
     align: AlignConfig = field(default_factory=AlignConfig)
     """Phoneme timings from audio alone (whisper transcript + pocketsphinx alignment)."""
     motion_engine: str = DEFAULT_MOTION_ENGINE
-    """Motion engine: ``"teacher"`` (phoneme-driven) or ``"network"`` (the learned diffusion
-    transformer, driven by the audio alone)."""
+    """Motion engine: ``"hybrid"`` (the teacher's mouth where phoneme timings reach, the network's
+    mouth where they do not, the teacher's head, eyes and body), ``"teacher"`` (phoneme-driven;
+    loudness where no timings reach) or ``"network"`` (the learned diffusion transformer, driven by
+    the audio alone)."""
     motion: TeacherConfig = field(default_factory=TeacherConfig)
     """The phoneme-driven motion generator."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -73,7 +75,11 @@ class VloggerConfig:
         """A new motion engine as configured (``motion_engine``) at ``output.fps``."""
         from vlogger.engines.motion.factory import make_motion_engine
 
-        cfg = self.network if self.motion_engine == "network" else self.motion
+        cfg: Any = self.network if self.motion_engine == "network" else self.motion
+        if self.motion_engine == "hybrid":
+            from vlogger.engines.motion.hybrid import HybridConfig
+
+            cfg = HybridConfig(teacher=self.motion, network=self.network)
         return make_motion_engine(
             self.motion_engine, cfg, fps=self.output.fps, seed=self.seed if seed is None else seed
         )

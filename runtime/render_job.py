@@ -102,7 +102,8 @@ def speech_chunks(
         phonemes = align_audio(pcm, rate, config=config.align)
         source = "alignment" if phonemes else "energy"
         if not phonemes:
-            warnings.append("no words could be aligned in the audio: the mouth follows loudness only")
+            follows = "the motion network" if config.motion_engine == "hybrid" else "loudness only"
+            warnings.append(f"no words could be aligned in the audio: the mouth follows {follows}")
     shifted = [type(p)(p.phoneme, p.start + start_pts, p.end + start_pts, p.alphabet) for p in phonemes]
     chunk = AudioChunk(pcm=pcm, sample_rate=rate, pts=start_pts, phonemes=shifted)
     return iter([chunk]), rate, source

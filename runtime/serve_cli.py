@@ -46,7 +46,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--motion",
         default=None,
         choices=MOTION_ENGINES,
-        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}; network = the learned audio-to-motion model)",
+        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: phoneme-driven mouth where timings are known, "
+        "the learned network's where not; teacher: phonemes/loudness only; network: the learned model only)",
     )
     s.add_argument("--max-sessions", type=int, default=16, help="concurrent sessions (default 16)")
     s.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")

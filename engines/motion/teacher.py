@@ -222,6 +222,7 @@ class PhonemeMotionEngine:
 
         stressed: list[VisemeSegment] = []
         speaking_ph = False
+        coverage = 0.0
         energy_mouth = self._energy_mouth(loud_ahead, hf)
         if c.mode == "energy":
             mouth = energy_mouth
@@ -279,7 +280,15 @@ class PhonemeMotionEngine:
         k = c.head_translation_per_deg
         head[6] = k * yaw + c.head_follows_torso * sway
         head[7] = k * pitch
-        return MotionFrame(index=index, pts=t, expression=expr, head=head, body=body, speaking=bool(speaking))
+        return MotionFrame(
+            index=index,
+            pts=t,
+            expression=expr,
+            head=head,
+            body=body,
+            speaking=bool(speaking),
+            phoneme_share=float(coverage),
+        )
 
     def _loudness(self, rms: float) -> float:
         c = self.config

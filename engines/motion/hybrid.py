@@ -1,0 +1,93 @@
+"""The phoneme-driven generator where phoneme timings are known, the motion network's mouth where
+they are not.
+
+Speech reaches the runtime two ways: text spoken by the packaged TTS, which comes with exact phoneme
+timings, and audio alone (an agent's or a user's PCM streamed in, a file without a transcript), which
+has none until an aligner has listened to it, and a stream cannot wait for one. The teacher is best
+with timings (they are its targets' source, so the network only approximates it there) and weak
+without them (loudness alone: r 0.21 on the real clips vs the network's 0.40, see the model card),
+so this engine runs both on the same audio and, per frame, takes the mouth from the teacher in
+proportion to how much phoneme timings reach that frame (``MotionFrame.phoneme_share``) and from the
+network for the rest. Blinks, gaze, head and body come from the teacher's processes, so switching
+between TTS and streamed audio inside one session moves nothing but the mouth's driver.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from vlogger.engines.motion.config import TeacherConfig
+from vlogger.engines.motion.network import NetworkConfig, NetworkMotionEngine
+from vlogger.engines.motion.teacher import PhonemeMotionEngine
+from vlogger.engines.motion.visemes import MOUTH_NAMES
+from vlogger.engines.types import EXPRESSION_NAMES, AudioChunk, MotionFrame
+
+__all__ = ["HybridConfig", "HybridMotionEngine"]
+
+_MOUTH_IX = np.array([EXPRESSION_NAMES.index(n) for n in MOUTH_NAMES])
+
+
+@dataclass
+class HybridConfig:
+    """Settings of :class:`HybridMotionEngine`."""
+
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """The phoneme-driven engine's settings; its ``mode`` is forced to ``"phonemes"`` (the network,
+    not loudness, fills what phonemes do not reach)."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """The motion network's settings (only its mouth is used)."""
+
+
+class HybridMotionEngine:
+    """A :class:`~vlogger.engines.motion.base.MotionEngine`: teacher mouth where phonemes reach,
+    network mouth elsewhere, teacher for everything else.
+
+    ``HybridMotionEngine(config, fps=25.0, seed=0)``: deterministic for a given seed.
+    """
+
+    def __init__(self, config: HybridConfig | None = None, fps: float = 25.0, seed: int = 0) -> None:
+        self.config = cfg = config if config is not None else HybridConfig()
+        self.teacher = PhonemeMotionEngine(replace(cfg.teacher, mode="phonemes"), fps=fps, seed=seed)
+        self.network = NetworkMotionEngine(cfg.network, fps=fps, seed=seed)
+        self.fps = float(fps)
+
+    @property
+    def latency_s(self) -> float:
+        """How far past a frame's time the input must reach before the frame can be made (the
+        teacher's; the network's audio lookahead is shorter)."""
+        return self.teacher.latency_s
+
+    def push_audio(self, chunk: AudioChunk) -> None:
+        self.teacher.push_audio(chunk)
+        self.network.push_audio(chunk)
+
+    def end_of_input(self) -> None:
+        self.teacher.end_of_input()
+        self.network.end_of_input()
+
+    def clear_buffer(self) -> None:
+        self.teacher.clear_buffer()
+        self.network.clear_buffer()
+
+    def ready_until(self) -> float:
+        return min(self.teacher.ready_until(), self.network.ready_until())
+
+    def frames(self, until_pts: float) -> list[MotionFrame]:
+        limit = min(until_pts, self.ready_until())
+        if not math.isfinite(limit):
+            return []
+        taught = self.teacher.frames(limit)
+        heard = self.network.frames(limit)
+        n = min(len(taught), len(heard))
+        if len(taught) != len(heard):  # cannot happen with both engines on the same clock
+            raise RuntimeError(f"motion engines out of step: {len(taught)} vs {len(heard)} frames")
+        out = []
+        for t, h in zip(taught[:n], heard[:n], strict=True):
+            w = float(np.clip(t.phoneme_share, 0.0, 1.0))
+            expr = t.expression.copy()
+            expr[_MOUTH_IX] = w * t.expression[_MOUTH_IX] + (1.0 - w) * h.expression[_MOUTH_IX]
+            out.append(replace(t, expression=expr, speaking=t.speaking or h.speaking))
+        return out

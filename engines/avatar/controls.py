@@ -115,10 +115,23 @@ def _fix(points: np.ndarray) -> np.ndarray:
 
 
 def _poly(size: int, pts: np.ndarray, ss: int = 4) -> np.ndarray:
-    """Area rule: a pixel belongs to the polygon when at least half of it is inside (4x supersampled)."""
-    m = np.zeros((size * ss, size * ss), np.uint8)
-    cv2.fillPoly(m, [_fix(pts * ss - 0.5)], 255, cv2.LINE_8, _SHIFT)
-    return (cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA) >= 128).astype(np.uint8)
+    """Area rule: a pixel belongs to the polygon when at least half of it is inside (4x supersampled).
+
+    Only the polygon's box (whole output pixels, one spare each side, inside the image) is
+    supersampled: shifting by whole output pixels and area-averaging ss x ss blocks are exact.
+    """
+    fixed = _fix(pts * ss - 0.5)
+    lo = np.clip((fixed.min(axis=0) >> _SHIFT) // ss - 1, 0, size)
+    hi = np.clip((fixed.max(axis=0) >> _SHIFT) // ss + 2, 0, size)
+    out = np.zeros((size, size), np.uint8)
+    (x0, y0), (x1, y1) = lo.tolist(), hi.tolist()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    m = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.uint8)
+    cv2.fillPoly(m, [fixed - np.array([x0, y0], np.int32) * (ss * _ONE)], 255, cv2.LINE_8, _SHIFT)
+    small = cv2.resize(m, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    np.greater_equal(small, 128, out=out[y0:y1, x0:x1], casting="unsafe")
+    return out
 
 
 class ControlBuilder:
@@ -145,18 +158,22 @@ class ControlBuilder:
         order = np.argsort(-canon[tris, 2].mean(axis=1))  # far triangles first
         self._tris = tris[order]
         self._tri_colors = self._colors[self._tris].mean(axis=1)
+        self._tri_color_list = self._tri_colors.tolist()  # cv2 wants Python scalars: convert once
         self._body_visible = np.asarray(fit.body_visible, dtype=bool)
 
     # -- pieces -------------------------------------------------------------------------------
 
     def dense_map(self, posed: PosedFrame) -> np.ndarray:
         """(3, S, S) float32: the mesh coloured by canonical vertex position (0 off the face)."""
+        return np.ascontiguousarray(self._dense_hwc(posed).transpose(2, 0, 1))
+
+    def _dense_hwc(self, posed: PosedFrame) -> np.ndarray:
         s = self.size
         pts = _fix(self.crop.to_crop(posed.face, s) - 0.5)  # pixel i spans [i, i + 1): centre i + 0.5
         img = np.zeros((s, s, 3), np.float32)
-        for tri, col in zip(pts[self._tris], self._tri_colors, strict=True):
-            cv2.fillConvexPoly(img, tri, col.tolist(), cv2.LINE_8, _SHIFT)
-        return np.ascontiguousarray(img.transpose(2, 0, 1))
+        for tri, col in zip(pts[self._tris], self._tri_color_list, strict=True):
+            cv2.fillConvexPoly(img, tri, col, cv2.LINE_8, _SHIFT)
+        return img
 
     def masks(self, posed: PosedFrame) -> dict[str, np.ndarray]:
         """The semantic masks, (S, S) uint8 0/1 each, keyed by :data:`MASK_NAMES`."""
@@ -203,15 +220,15 @@ class ControlBuilder:
 
     def build(self, posed: PosedFrame, warped_frame: np.ndarray) -> np.ndarray:
         """(13, S, S) float32: every control channel (:data:`CONTROL_CHANNELS`) stacked."""
+        s, nm = self.size, len(MASK_NAMES)
+        out = np.empty((len(CONTROL_CHANNELS), s, s), np.float32)
+        out[:3] = self._dense_hwc(posed).transpose(2, 0, 1)
         m = self.masks(posed)
-        return np.concatenate(
-            [
-                self.dense_map(posed),
-                np.stack([m[k] for k in MASK_NAMES]).astype(np.float32),
-                self.body_map(posed)[None],
-                self.partial_view(warped_frame),
-            ]
-        )
+        for i, k in enumerate(MASK_NAMES):
+            out[3 + i] = m[k]
+        out[3 + nm] = self.body_map(posed)
+        _to_model_image(crop_image(warped_frame, self.crop, self.size), out[4 + nm :])
+        return out
 
 
 def crop_image(frame: np.ndarray, crop: CropBox, size: int) -> np.ndarray:
@@ -234,7 +251,13 @@ def crop_image(frame: np.ndarray, crop: CropBox, size: int) -> np.ndarray:
 
 def to_model_image(rgb: np.ndarray) -> np.ndarray:
     """uint8 (S, S, 3) -> float32 (3, S, S) in [-1, 1]."""
-    return np.ascontiguousarray((rgb.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1))
+    return _to_model_image(rgb, np.empty((3, *rgb.shape[:2]), np.float32))
+
+
+def _to_model_image(rgb: np.ndarray, out: np.ndarray) -> np.ndarray:
+    np.divide(rgb.transpose(2, 0, 1), 127.5, out=out, dtype=np.float32)
+    out -= 1.0
+    return out
 
 
 def from_model_image(x: np.ndarray) -> np.ndarray:

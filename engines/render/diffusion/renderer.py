@@ -166,14 +166,20 @@ class _PasteBack:
         yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
         d = np.minimum.reduce([xx + 0.5, yy + 0.5, side - xx - 0.5, side - yy - 0.5])
         alpha = np.clip(d / ramp, 0.0, 1.0)
-        self.alpha = alpha[self.fy0 - y0 : self.fy1 - y0, self.fx0 - x0 : self.fx1 - x0, None]
+        alpha = alpha[self.fy0 - y0 : self.fy1 - y0, self.fx0 - x0 : self.fx1 - x0, None]
+        # per channel, contiguous: the blend runs without broadcasting
+        self.alpha = np.ascontiguousarray(np.broadcast_to(alpha, (*alpha.shape[:2], 3)))
+        self.beta = 1 - self.alpha
 
     def __call__(self, warped: np.ndarray, crop_out: np.ndarray) -> np.ndarray:
+        """Blends the crop into ``warped`` in place (a frame of its own: the warp renders a new one
+        per call) and returns it."""
         x0, y0, side = self.box
         up = cv2.resize(from_model_image(crop_out), (side, side), interpolation=cv2.INTER_CUBIC)
         up = up[self.fy0 - y0 : self.fy1 - y0, self.fx0 - x0 : self.fx1 - x0]
-        out = warped.copy()
-        region = out[self.fy0 : self.fy1, self.fx0 : self.fx1].astype(np.float32)
-        a = self.alpha
-        out[self.fy0 : self.fy1, self.fx0 : self.fx1] = (a * up + (1 - a) * region + 0.5).astype(np.uint8)
-        return out
+        region = warped[self.fy0 : self.fy1, self.fx0 : self.fx1]
+        blend = np.multiply(self.alpha, up)
+        blend += self.beta * region
+        np.add(blend, 0.5, out=blend)
+        np.copyto(region, blend, casting="unsafe")
+        return warped

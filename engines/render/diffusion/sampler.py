@@ -56,10 +56,18 @@ class DDIMSampler:
         i = self.timesteps.index(t)
         return self.timesteps[i + 1] if i + 1 < len(self.timesteps) else 0
 
-    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t: int) -> np.ndarray:
-        """q(x_t | x0): ``sqrt(ab) x0 + sqrt(1 - ab) noise`` (t = 0 gives x0)."""
+    def add_noise(
+        self, x0: np.ndarray, noise: np.ndarray, t: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """q(x_t | x0): ``sqrt(ab) x0 + sqrt(1 - ab) noise`` (t = 0 gives x0), written to ``out``
+        (float32, x0's shape) when given."""
         a = self.alpha_bar[int(t)]
-        return (math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise).astype(np.float32)
+        if out is None:
+            out = math.sqrt(a) * x0
+        else:
+            np.multiply(x0, math.sqrt(a), out=out)
+        out += math.sqrt(1.0 - a) * noise
+        return out.astype(np.float32, copy=False)
 
     def start_from(self, init: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
         """The first sample: ``init`` noised to the first timestep, or pure noise without ``init``."""
@@ -72,8 +80,9 @@ class DDIMSampler:
     def predict_x0(self, eps: np.ndarray, t: int, x: np.ndarray) -> np.ndarray:
         """The clean sample implied by ``eps`` at step ``t`` (clipped to +-clip)."""
         a = self.alpha_bar[int(t)]
-        x0 = (x - math.sqrt(1.0 - a) * eps) / math.sqrt(a)
-        return np.clip(x0, -self.clip, self.clip) if self.clip else x0
+        x0 = x - math.sqrt(1.0 - a) * eps
+        x0 /= math.sqrt(a)
+        return np.clip(x0, -self.clip, self.clip, out=x0) if self.clip else x0
 
     def step(
         self, eps: np.ndarray, t: int, x: np.ndarray, rng: np.random.Generator | None = None
@@ -83,15 +92,19 @@ class DDIMSampler:
         a, a_next = self.alpha_bar[int(t)], self.alpha_bar[t_next]
         x0 = self.predict_x0(eps, t, x)
         if t_next == 0:
-            return x0.astype(np.float32)
-        eps_hat = (x - math.sqrt(a) * x0) / math.sqrt(1.0 - a)
+            return x0.astype(np.float32, copy=False)
         sigma = self.eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
-        out = math.sqrt(a_next) * x0 + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps_hat
+        eps_hat = x - math.sqrt(a) * x0
+        eps_hat /= math.sqrt(1.0 - a)
+        eps_hat *= math.sqrt(max(1 - a_next - sigma**2, 0.0))
+        out = x0
+        out *= math.sqrt(a_next)
+        out += eps_hat
         if sigma > 0:
             if rng is None:
                 raise ValueError("a stochastic step (eta > 0) needs rng")
-            out = out + sigma * rng.standard_normal(x.shape)
-        return out.astype(np.float32)
+            out += sigma * rng.standard_normal(np.shape(x), dtype=np.float32)
+        return out.astype(np.float32, copy=False)
 
 
 class DDPMSampler(DDIMSampler):

@@ -13,7 +13,7 @@ causal streaming variant (N-1 known frames, 1 new) for renderers that must answe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from vlogger.engines.backends.base import Runner
 
 from .sampler import DDIMSampler
 
-__all__ = ["Outpainter", "WindowSampler", "window_plan"]
+__all__ = ["Outpainter", "WindowSampler", "control_tensor", "window_plan"]
 
 
 def window_plan(total: int, window: int) -> list[tuple[int, int, int]]:
@@ -43,6 +43,23 @@ def window_plan(total: int, window: int) -> list[tuple[int, int, int]]:
     return plan
 
 
+def control_tensor(controls: np.ndarray | Sequence[np.ndarray], known: np.ndarray | None) -> np.ndarray:
+    """The network's ``control`` input (1, n, C + 4, S, S) float32: the n frames' controls, a
+    known-mask channel (1 for the first k frames) and the k ``known`` frames (0 after them)."""
+    n = len(controls)
+    c, s = np.shape(controls[0])[:2]
+    k = 0 if known is None else int(known.shape[0])
+    out = np.empty((1, n, c + 4, s, s), np.float32)
+    body = out[0]
+    for i, frame in enumerate(controls):
+        body[i, :c] = frame
+    body[:k, c] = 1.0
+    body[k:, c:] = 0.0
+    if k:
+        body[:k, c + 1 :] = known
+    return out
+
+
 class WindowSampler:
     """Samples one window with the network behind ``runner`` (the ``RENDER_DENOISER`` contract)."""
 
@@ -54,40 +71,37 @@ class WindowSampler:
 
     def sample(
         self,
-        controls: np.ndarray,
+        controls: np.ndarray | Sequence[np.ndarray],
         ref: np.ndarray,
         known: np.ndarray | None,
         rng: np.random.Generator,
         init: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Frames (n, 3, S, S) in [-1, 1] for ``controls`` (n, C, S, S); ``known`` (k, 3, S, S) fixes
-        the first k frames. ``init`` (n, 3, S, S) is what sampling starts from (noised to the first
-        step; default: the partial view, the last 3 control channels)."""
-        n, _, s, _ = controls.shape
+        """Frames (n, 3, S, S) in [-1, 1] for ``controls`` (n, C, S, S), or a sequence of n (C, S, S);
+        ``known`` (k, 3, S, S) fixes the first k frames. ``init`` (n, 3, S, S) is what sampling
+        starts from (noised to the first step; default: the partial view, the last 3 control channels).
+
+        Known frames are reset to the known frames noised to the current step before every network
+        call, so only the new frames are sampled (started, stepped); the network sees the whole window.
+        """
+        n = len(controls)
+        c, s = np.shape(controls[0])[:2]
         k = 0 if known is None else int(known.shape[0])
         if k >= n:
             raise ValueError(f"a window of {n} frames cannot have {k} known frames")
-        mask = np.zeros((n, 1, s, s), np.float32)
-        kf = np.zeros((n, 3, s, s), np.float32)
-        if k:
-            mask[:k] = 1.0
-            kf[:k] = known
-        control = np.concatenate([controls.astype(np.float32), mask, kf], axis=1)[None]
-        start = controls[:, -3:].astype(np.float32) if init is None else init.astype(np.float32)
-        if k:
-            start = start.copy()
-            start[:k] = known
+        control = control_tensor(controls, known)
+        start = control[0, k:, c - 3 : c] if init is None else np.asarray(init[k:], dtype=np.float32)
         sampler = self.sampler
         sampler.set_timesteps(self.steps, self.start)
-        noise = rng.standard_normal((n, 3, s, s)).astype(np.float32)
-        x = sampler.start_from(start, noise)
-        known_noise = noise[:k]
-        ref_b = ref[None].astype(np.float32)
+        noise = rng.standard_normal((n, 3, s, s), dtype=np.float32)
+        x = np.empty((n, 3, s, s), np.float32)
+        x[k:] = sampler.start_from(start, noise[k:])
+        ref_b = np.asarray(ref, dtype=np.float32)[None]
         for t in sampler.timesteps:
             if known is not None:
-                x[:k] = sampler.add_noise(known, known_noise, t)
+                sampler.add_noise(known, noise[:k], t, out=x[:k])
             eps = self.runner.infer(self._feed(x, t, ref_b, control))["eps"][0]
-            x = sampler.step(eps, t, x, rng)
+            x[k:] = sampler.step(eps[k:], t, x[k:], rng)
         if known is not None:
             x[:k] = known
         return x
@@ -151,9 +165,9 @@ class Outpainter:
         self._pending = []
         if self._frames:
             known = np.stack(self._frames[-hop:])
-            controls = np.stack(self._controls[-hop:] + new)
+            controls = self._controls[-hop:] + new
         else:
-            known, controls = None, np.stack(new)
+            known, controls = None, new
         out = self.windows.sample(controls, self.ref, known, self._rng)
         frames = list(out[len(out) - len(new) :])
         self._keep(frames, new)
@@ -162,7 +176,6 @@ class Outpainter:
     def step_one(self, control: np.ndarray) -> np.ndarray:
         """Causal streaming: one new frame, with up to N-1 previous frames known."""
         known = np.stack(self._frames) if self._frames else None
-        controls = np.stack([*self._controls, control])
-        out = self.windows.sample(controls, self.ref, known, self._rng)[-1]
+        out = self.windows.sample([*self._controls, control], self.ref, known, self._rng)[-1]
         self._keep([out], [control])
         return out

@@ -30,40 +30,43 @@ def _triangle_ids(
     """For every pixel of the (lh, lw) grid at ``gx`` x ``gy``: the last triangle that contains
     it (``ident`` where none does), int32.
 
-    Vectorised: each triangle's bounding box of pixel centres is enumerated and tested against
-    its barycentric affine (no per-triangle Python loop). ``tdst`` are the triangles (T, 3, 2) in
-    full-resolution pixels; degenerate (zero-area) ones cover nothing.
+    Vectorised: each triangle's bounding box of pixel centres is enumerated (row spans, then the
+    pixels of each span: no division) and tested against its barycentric affine (no per-triangle
+    Python loop). ``tdst`` are the triangles (T, 3, 2) in full-resolution pixels; degenerate
+    (zero-area) ones cover nothing.
     """
     lw, lh = gx.shape[1], gy.shape[0]
     ox, oy = float(gx[0, 0]), float(gy[0, 0])
-    lo = tdst.min(axis=1)
-    hi = tdst.max(axis=1)
-    jx0 = np.clip(np.ceil((lo[:, 0] - ox) / n - 1e-6), 0, lw).astype(np.int64)
-    jx1 = np.clip(np.floor((hi[:, 0] - ox) / n + 1e-6), -1, lw - 1).astype(np.int64)
-    jy0 = np.clip(np.ceil((lo[:, 1] - oy) / n - 1e-6), 0, lh).astype(np.int64)
-    jy1 = np.clip(np.floor((hi[:, 1] - oy) / n + 1e-6), -1, lh - 1).astype(np.int64)
-    e1 = tdst[:, 1] - tdst[:, 0]
-    e2 = tdst[:, 2] - tdst[:, 0]
+    v0, v1, v2 = tdst[:, 0], tdst[:, 1], tdst[:, 2]
+    lo = np.minimum(np.minimum(v0, v1), v2)
+    hi = np.maximum(np.maximum(v0, v1), v2)
+    jx0 = np.clip(np.ceil((lo[:, 0] - ox) / n - 1e-6), 0, lw).astype(np.intp)
+    jx1 = np.clip(np.floor((hi[:, 0] - ox) / n + 1e-6), -1, lw - 1).astype(np.intp)
+    jy0 = np.clip(np.ceil((lo[:, 1] - oy) / n - 1e-6), 0, lh).astype(np.intp)
+    jy1 = np.clip(np.floor((hi[:, 1] - oy) / n + 1e-6), -1, lh - 1).astype(np.intp)
+    e1 = v1 - v0
+    e2 = v2 - v0
     area = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
-    bw = np.maximum(jx1 - jx0 + 1, 0)
-    bh = np.maximum(jy1 - jy0 + 1, 0)
-    count = np.where(area > 1e-6, bw * bh, 0)
-    tri = np.repeat(np.arange(len(tdst)), count)
-    local = np.arange(tri.size) - np.repeat(np.cumsum(count) - count, count)
-    width = bw[tri]
-    jx = jx0[tri] + local % np.maximum(width, 1)
-    jy = jy0[tri] + local // np.maximum(width, 1)
-    px = gx[0, jx]
-    py = gy[jy, 0]
-    b = bary[tri]
-    c1 = b[:, 0] * px + b[:, 1] * py + b[:, 2]
-    c2 = b[:, 3] * px + b[:, 4] * py + b[:, 5]
+    bh = np.where(area > 1e-6, np.maximum(jy1 - jy0 + 1, 0), 0)
+    bw = np.where(bh > 0, np.maximum(jx1 - jx0 + 1, 0), 0)
+    # one span per (triangle, row of its box) ...
+    rtri = np.repeat(np.arange(len(tdst)), bh)
+    ry = jy0[rtri] + (np.arange(rtri.size) - (np.cumsum(bh) - bh)[rtri])
+    rw = bw[rtri]
+    # ... and one candidate per pixel of a span
+    tri = np.repeat(rtri, rw)
+    jx = np.arange(tri.size) - np.repeat(np.cumsum(rw) - rw - jx0[rtri], rw)
+    jy = np.repeat(ry, rw)
+    px = gx[0].take(jx)
+    py = gy[:, 0].take(jy)
+    b = bary.T
+    c1 = b[0].take(tri) * px + b[1].take(tri) * py + b[2].take(tri)
+    c2 = b[3].take(tri) * px + b[4].take(tri) * py + b[5].take(tri)
     inside = np.minimum(np.minimum(c1, c2), 1.0 - c1 - c2) >= -_EPS
     pix = (jy * lw + jx)[inside]
-    winner = np.full(lh * lw, -1, np.int64)
+    winner = np.full(lh * lw, -1, np.intp)
     np.maximum.at(winner, pix, tri[inside])  # later triangles cover earlier ones
-    ids = np.where(winner < 0, ident, winner).reshape(lh, lw).astype(np.int32)
-    return ids
+    return np.where(winner < 0, ident, winner).reshape(lh, lw).astype(np.int32)
 
 
 def compute_backward_map(
@@ -118,7 +121,7 @@ def compute_backward_map(
     # low-res pixel j <-> full-res coordinate x0 + n*j + (n-1)/2
     gx = (x0 + (n - 1) / 2.0 + n * np.arange(lw, dtype=np.float32))[None, :]
     gy = (y0 + (n - 1) / 2.0 + n * np.arange(lh, dtype=np.float32))[:, None]
-    ids = _triangle_ids(tdst[idx], bary, gx, gy, n, len(idx))
+    ids = _triangle_ids(tdst[idx], bary, gx, gy, n, len(idx)).astype(np.intp)  # take() wants intp
     b1 = np.take(bary[:, 0], ids) * gx + np.take(bary[:, 1], ids) * gy + np.take(bary[:, 2], ids)
     b2 = np.take(bary[:, 3], ids) * gx + np.take(bary[:, 4], ids) * gy + np.take(bary[:, 5], ids)
     # clamp into the triangle: a pixel the rasteriser added along an edge must not extrapolate

@@ -328,7 +328,7 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    rows = res["denoiser"]
+    rows = res.get("denoiser", [])
     for variant in ("fp32", "fp16", "fp16+graph"):
         rs = [r for r in rows if r["variant"] == variant]
         ax[0].plot([r["size"] for r in rs], [r["window_ms_median"] for r in rs], "o-", label=variant)
@@ -338,7 +338,7 @@ def plot(res: dict, path: Path) -> None:
         for label in ("cuda-graph fp16", "zero (CPU share)"):
             d = res["renderer"][label]
             for key, style in (("causal", "o-"), ("windowed", "s--")):
-                ys = [d[k][f"{key}_ms_per_frame"] for k in (1, 2, 4)]
+                ys = [d[k if k in d else str(k)][f"{key}_ms_per_frame"] for k in (1, 2, 4)]
                 ax[1].plot([1, 2, 4], ys, style, label=f"{key}, {label}")
         ax[1].axhline(40, color="k", lw=0.5)
         ax[1].set(xlabel="steps", ylabel="ms per new frame (512 px out)", title="whole renderer, base 128 px")
@@ -349,7 +349,9 @@ def plot(res: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument(
+        "--sizes", type=int, nargs="*", default=[64, 128, 256], help="denoiser sizes (none: skip)"
+    )
     ap.add_argument("--runs", type=int, default=50, help="timed window calls per variant")
     ap.add_argument("--renderer-runs", type=int, default=5, help="timed renderer loops per setting")
     ap.add_argument("--skip-renderer", action="store_true")
@@ -383,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         res["onnxruntime_providers"] = []
     print(json.dumps(res), flush=True)
-    res["denoiser"] = time_denoiser(torch, a.sizes, a.runs)
+    if a.sizes:
+        res["denoiser"] = time_denoiser(torch, a.sizes, a.runs)
     if not a.skip_renderer:
         res["renderer"] = time_renderer(torch, a.renderer_runs)
     if a.train:

@@ -81,6 +81,7 @@ def _render(args: argparse.Namespace) -> int:
         config.motion_engine = args.motion
     config.tts = replace(config.tts, threads=args.threads)
     config.warp = replace(config.warp, threads=args.threads)
+    config.network = replace(config.network, threads=args.threads)
     config.output.encoder_threads = args.threads
     if args.text is not None:
         check_text(args.text, config.tts.max_text_length)
@@ -91,6 +92,9 @@ def _render(args: argparse.Namespace) -> int:
     if args.audio is not None and not Path(args.audio).is_file():
         raise InputError(f"audio not found: {args.audio}")
 
+    from vlogger.engines.threads import pin_native_threads
+
+    pin_native_threads(args.threads)
     t0 = time.perf_counter()
     last = [t0]
 

@@ -69,12 +69,11 @@ def to_yuv420p(rgb: np.ndarray) -> np.ndarray:
 
 
 def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover - runs in the child
-    import cv2
-
     import vlogger.engines.render.warp  # noqa: F401  (import now, so a spare is ready when taken)
     from vlogger.engines.render.factory import make_renderer
+    from vlogger.engines.threads import pin_native_threads
 
-    cv2.setNumThreads(max(1, threads))
+    pin_native_threads(threads)
     renderer: Any = None
     try:
         conn.send(("hello", None))

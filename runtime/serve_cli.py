@@ -127,9 +127,9 @@ def build_server(args: argparse.Namespace) -> Any:
 
 
 async def _serve(server: Any) -> None:
-    import cv2
+    from vlogger.engines.threads import pin_native_threads
 
-    cv2.setNumThreads(1)
+    pin_native_threads(1)
     await server.start()
     print(f"vlogger serve: open {server.url} (Ctrl+C stops)", file=sys.stderr, flush=True)
     await server.serve_until_signal()

@@ -27,6 +27,9 @@ class Batch:
     ref: torch.Tensor  # (B, 3, S, S)
     known: int  # known leading frames (same for the batch)
 
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(self.x0.to(device), self.controls.to(device), self.ref.to(device), self.known)
+
 
 def _img(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32).transpose(*range(a.ndim - 3), -1, -3, -2) / 127.5 - 1.0
@@ -76,8 +79,8 @@ def torch_alpha_bar(train_steps: int = 1000) -> torch.Tensor:
 def full_control(b: Batch) -> torch.Tensor:
     """Controls + known mask + known frames (the network's control input)."""
     bs, n, _, s, _ = b.x0.shape
-    mask = torch.zeros(bs, n, 1, s, s)
-    kf = torch.zeros(bs, n, 3, s, s)
+    mask = b.x0.new_zeros(bs, n, 1, s, s)
+    kf = b.x0.new_zeros(bs, n, 3, s, s)
     if b.known:
         mask[:, : b.known] = 1
         kf[:, : b.known] = b.x0[:, : b.known]

@@ -67,11 +67,12 @@ def distill_round(
     lr: float,
     seed: int,
     data_weight: float = 0.75,
+    device: str = "cpu",
 ):
     """Train a k-step student from a 2k-step teacher; returns (student, losses)."""
+    teacher.to(device).eval()
     student = copy.deepcopy(teacher).train()
-    teacher.eval()
-    ab = torch_alpha_bar()
+    ab = torch_alpha_bar().to(device)
     s_sched, t_sched = schedule(k, start), schedule(2 * k, start)
     opt = torch.optim.AdamW(student.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -81,13 +82,13 @@ def distill_round(
     losses = []
     t0 = time.perf_counter()
     for step in range(steps):
-        b = windows.batch(batch)
+        b = windows.batch(batch).to(device)
         bs = b.x0.shape[0]
         i = int(torch.randint(0, k, (1,), generator=gen))
-        t = torch.full((bs,), s_sched[i], dtype=torch.long)
-        tm = torch.full((bs,), t_sched[2 * i + 1], dtype=torch.long)
-        tn = torch.full((bs,), s_sched[i + 1], dtype=torch.long)
-        noise = torch.randn(b.x0.shape, generator=gen)
+        t = torch.full((bs,), s_sched[i], dtype=torch.long, device=device)
+        tm = torch.full((bs,), t_sched[2 * i + 1], dtype=torch.long, device=device)
+        tn = torch.full((bs,), s_sched[i + 1], dtype=torch.long, device=device)
+        noise = torch.randn(b.x0.shape, generator=gen).to(device)
         a = ab[t].view(-1, 1, 1, 1, 1)
         # sampling starts from the noised partial view at the first step, from a noised target after
         x_start = b.controls[:, :, -3:] if i == 0 else b.x0
@@ -124,7 +125,8 @@ def distill_round(
                 f"[{k} steps] {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} ({rate:.1f}/s)",
                 file=sys.stderr,
             )
-    return student.eval(), losses
+    teacher.cpu()
+    return student.eval().cpu(), losses
 
 
 def distill(
@@ -137,6 +139,7 @@ def distill(
     seed: int = 0,
     data_weight: float = 0.75,
     resume: bool = False,
+    device: str = "cpu",
 ) -> dict[int, Path]:
     """Run the rounds in order, each student teaching the next; with ``resume`` a round whose
     ``student{k}.pt`` already exists (same steps and data weight) is loaded instead of retrained."""
@@ -163,7 +166,9 @@ def distill(
                 print(f"[{k} steps] done before, resuming from {path}", file=sys.stderr)
                 paths[k], teacher = path, done.eval()
                 continue
-        student, losses = distill_round(teacher, windows, k, start, steps, batch, lr, seed + k, data_weight)
+        student, losses = distill_round(
+            teacher, windows, k, start, steps, batch, lr, seed + k, data_weight, device=device
+        )
         save_checkpoint(
             path,
             student,
@@ -207,9 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         "--data-weight", type=float, default=0.75, help="share of the loss on the real frame (0 = pure)"
     )
     ap.add_argument("--resume", action="store_true", help="skip rounds whose student is already saved")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     a = ap.parse_args(argv)
     distill(
-        a.teacher, a.out, tuple(a.rounds), a.steps, a.batch, a.lr, data_weight=a.data_weight, resume=a.resume
+        a.teacher,
+        a.out,
+        tuple(a.rounds),
+        a.steps,
+        a.batch,
+        a.lr,
+        data_weight=a.data_weight,
+        resume=a.resume,
+        device=a.device,
     )
     return 0
 

@@ -40,9 +40,10 @@ def diffusion_loss(
 ) -> torch.Tensor:
     """Noise-prediction MSE on the unknown frames of a window batch."""
     bs = batch.x0.shape[0]
-    t = torch.randint(1, t_max + 1, (bs,), generator=gen)
-    a = ab[t].view(bs, 1, 1, 1, 1)
-    noise = torch.randn(batch.x0.shape, generator=gen)
+    dev = batch.x0.device
+    t = torch.randint(1, t_max + 1, (bs,), generator=gen).to(dev)
+    a = ab.to(dev)[t].view(bs, 1, 1, 1, 1)
+    noise = torch.randn(batch.x0.shape, generator=gen).to(dev)
     xt = a.sqrt() * batch.x0 + (1 - a).sqrt() * noise
     eps = model(xt, t.float(), batch.ref, full_control(batch))
     k = batch.known
@@ -62,6 +63,8 @@ def train(
     freeze_base: bool = False,
     save_every: int = 250,
     seed: int = 0,
+    device: str = "cpu",
+    max_minutes: float | None = None,
 ) -> Path:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -77,6 +80,7 @@ def train(
         model = TemporalUNet(model_config(size))
         model.copy_base_to_control()
         first, losses, ck = 0, [], None
+    model.to(device)
     params = [
         p
         for p in model.parameters()
@@ -96,7 +100,7 @@ def train(
     t0 = time.perf_counter()
     model.train()
     for step in range(first, steps):
-        loss = diffusion_loss(model, train_w.batch(batch), ab, t_max, gen)
+        loss = diffusion_loss(model, train_w.batch(batch).to(device), ab, t_max, gen)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -109,7 +113,8 @@ def train(
                 f"step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} ({rate:.1f} steps/s)",
                 file=sys.stderr,
             )
-        if (step + 1) % save_every == 0 or step + 1 == steps:
+        out_of_time = max_minutes is not None and time.perf_counter() - t0 > 60.0 * max_minutes
+        if (step + 1) % save_every == 0 or step + 1 == steps or out_of_time:
             save_checkpoint(
                 ckpt,
                 model,
@@ -118,7 +123,10 @@ def train(
                 losses,
                 {"start": start, "window": window, "data": [str(d) for d in data]},
             )
-    model.eval()
+        if out_of_time:
+            print(f"stopped at step {step + 1}: --max-minutes {max_minutes} reached", file=sys.stderr)
+            break
+    model.eval().cpu()
     loss_png(out / "loss.png", losses, "teacher noise-prediction loss")
     held = Windows(test_shards, window, seed) if test_shards else train_w
     x, c, r = held.get(0, 0)
@@ -142,9 +150,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--freeze-base", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    ap.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (and save) after this much wall time"
+    )
     a = ap.parse_args(argv)
     train(
-        a.data, a.out, a.size, a.steps, a.batch, a.lr, a.window, a.start, a.resume, a.freeze_base, seed=a.seed
+        a.data,
+        a.out,
+        a.size,
+        a.steps,
+        a.batch,
+        a.lr,
+        a.window,
+        a.start,
+        a.resume,
+        a.freeze_base,
+        seed=a.seed,
+        device=a.device,
+        max_minutes=a.max_minutes,
     )
     return 0
 

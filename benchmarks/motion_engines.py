@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,18 +54,7 @@ def drive(
         if phonemes is not None
         else list(chunk_audio(pcm, 16000, 0.2, start_pts=a0))
     )
-    frames: list[MotionFrame] = []
-    spent = 0.0
-    for c in chunks:
-        eng.push_audio(c)  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        frames += eng.frames(n / 25.0)  # type: ignore[attr-defined]
-        spent += time.perf_counter() - t0
-    eng.end_of_input()  # type: ignore[attr-defined]
-    t0 = time.perf_counter()
-    frames += eng.frames(n / 25.0 - 0.02)  # type: ignore[attr-defined]
-    spent += time.perf_counter() - t0
-    return frames[:n], 1000.0 * spent / max(1, len(frames))
+    return mn.stream_frames(eng, chunks, n)
 
 
 def run(data: Path, clips_dir: Path, seeds: list[int], n_boot: int) -> dict:

@@ -142,6 +142,23 @@ def lme(real_al: np.ndarray, pred_al: np.ndarray, lag: int, ok: np.ndarray) -> f
     return float(np.mean(np.linalg.norm(r[ok] - p[ok], axis=-1)) * 100)
 
 
+def stream_frames(eng: object, chunks: list[AudioChunk], n: int) -> tuple[list[MotionFrame], float]:
+    """Push ``chunks`` into a motion engine, taking frames after each, then the rest up to n frames;
+    returns the frames and the mean ms per frame spent in ``frames``."""
+    frames: list[MotionFrame] = []
+    t = 0.0
+    for c in chunks:
+        eng.push_audio(c)  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        frames += eng.frames(n / FPS)  # type: ignore[attr-defined]
+        t += time.perf_counter() - t0
+    eng.end_of_input()  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    frames += eng.frames(n / FPS - 0.5 / FPS)  # type: ignore[attr-defined]
+    t += time.perf_counter() - t0
+    return frames[:n], 1000 * t / max(1, len(frames))
+
+
 def run_engine(
     model: Path | None, pcm: np.ndarray, a0: float, n: int, seed: int, cfg: dict | None = None
 ) -> tuple[list[MotionFrame], float]:
@@ -150,18 +167,7 @@ def run_engine(
     eng = NetworkMotionEngine(NetworkConfig(model_path=model, **(cfg or {})), fps=FPS, seed=seed)
     if a0 < 0:
         pcm, a0 = pcm[round(-a0 * 16000) :], 0.0
-    frames: list[MotionFrame] = []
-    t = 0.0
-    for c in chunk_audio(pcm, 16000, 0.2, start_pts=a0):
-        eng.push_audio(c)
-        t0 = time.perf_counter()
-        frames += eng.frames(n / FPS)
-        t += time.perf_counter() - t0
-    eng.end_of_input()
-    t0 = time.perf_counter()
-    frames += eng.frames(n / FPS - 0.5 / FPS)
-    t += time.perf_counter() - t0
-    return frames[:n], 1000 * t / max(1, len(frames))
+    return stream_frames(eng, list(chunk_audio(pcm, 16000, 0.2, start_pts=a0)), n)
 
 
 def posed(frames: list[MotionFrame], rig: object) -> np.ndarray:

@@ -81,11 +81,10 @@ class HybridMotionEngine:
             return []
         taught = self.teacher.frames(limit)
         heard = self.network.frames(limit)
-        n = min(len(taught), len(heard))
         if len(taught) != len(heard):  # cannot happen with both engines on the same clock
             raise RuntimeError(f"motion engines out of step: {len(taught)} vs {len(heard)} frames")
         out = []
-        for t, h in zip(taught[:n], heard[:n], strict=True):
+        for t, h in zip(taught, heard, strict=True):
             w = float(np.clip(t.phoneme_share, 0.0, 1.0))
             expr = t.expression.copy()
             expr[_MOUTH_IX] = w * t.expression[_MOUTH_IX] + (1.0 - w) * h.expression[_MOUTH_IX]

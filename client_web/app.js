@@ -150,7 +150,17 @@ function connect() {
     setConnection("closed", ev.code === 1009 ? "closed: message too large" : "disconnected");
     if (ev.code === 1009) showError("the server closed the connection: a message was larger than it accepts");
   };
-  ws.onerror = () => showError("cannot reach the server");
+  ws.onerror = async () => {
+    // a browser hides the HTTP status of a refused WebSocket: ask the server why
+    try {
+      const auth = await (await fetch("/auth", { cache: "no-store" })).json();
+      if (auth.token_required && !auth.logged_in) {
+        showError("this server needs a login: open the one-time link `vlogger serve` printed (…/login?code=…), or /login?token=YOUR_TOKEN");
+        return;
+      }
+    } catch { /* the server itself is unreachable */ }
+    showError("cannot reach the server");
+  };
 }
 
 function onTranscript(m) {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 from typing import Any
@@ -25,18 +24,12 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 
+from vlogger.runtime.access import is_loopback
 from vlogger.runtime.protocol import error_event, event
 
 __all__ = ["AgentLink", "agent_access", "serve_agent"]
 
 _LOG = logging.getLogger(__name__)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def agent_access(request: Request, remote: Any, token: str | None) -> tuple[int, str] | None:
@@ -49,7 +42,7 @@ def agent_access(request: Request, remote: Any, token: str | None) -> tuple[int,
             return 401, "the agent socket needs 'Authorization: Bearer <token>' with the server's token"
         return None
     host = remote[0] if isinstance(remote, tuple) and remote else ""
-    if not _is_loopback(str(host)):
+    if not is_loopback(str(host)):
         return 403, "without --token the agent socket is open to this machine (loopback) only"
     return None
 

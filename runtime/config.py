@@ -71,8 +71,22 @@ class VloggerConfig:
     seed: int = 0
     """Seed of every stochastic process (blinks, gaze, head motion)."""
 
-    def make_motion(self, seed: int | None = None) -> Any:
-        """A new motion engine as configured (``motion_engine``) at ``output.fps``."""
+    def uses_motion_network(self) -> bool:
+        """Whether the configured motion engine runs the learned network (and Whisper)."""
+        return self.motion_engine in ("hybrid", "network")
+
+    def load_motion_models(self) -> Any:
+        """The motion network's shared models (:func:`~vlogger.engines.motion.network.load_motion_models`),
+        or ``None`` when the configured engine needs none."""
+        if not self.uses_motion_network():
+            return None
+        from vlogger.engines.motion.network import load_motion_models
+
+        return load_motion_models(self.network)
+
+    def make_motion(self, seed: int | None = None, models: Any = None) -> Any:
+        """A new motion engine as configured (``motion_engine``) at ``output.fps``; ``models`` from
+        :meth:`load_motion_models`, shared by every engine made with it."""
         from vlogger.engines.motion.factory import make_motion_engine
 
         cfg: Any = self.network if self.motion_engine == "network" else self.motion
@@ -81,5 +95,9 @@ class VloggerConfig:
 
             cfg = HybridConfig(teacher=self.motion, network=self.network)
         return make_motion_engine(
-            self.motion_engine, cfg, fps=self.output.fps, seed=self.seed if seed is None else seed
+            self.motion_engine,
+            cfg,
+            fps=self.output.fps,
+            seed=self.seed if seed is None else seed,
+            models=models if self.uses_motion_network() else None,
         )

@@ -34,10 +34,13 @@ from vlogger.runtime.clock import MediaClock
 from vlogger.runtime.listen import PlayedAudio
 from vlogger.runtime.protocol import ProtocolError, event
 from vlogger.runtime.render_worker import yuv420p_frame
+from vlogger.runtime.segments import AudioBudget, AudioRefused, AudioSegment
 from vlogger.runtime.server_config import ServerConfig
 from vlogger.runtime.tracks import AUDIO_RATE, AudioTimeline, FrameQueue
 
 __all__ = [
+    "AudioBudget",
+    "AudioRefused",
     "AudioSegment",
     "EngineFactory",
     "Pipeline",
@@ -85,6 +88,8 @@ class RealEngines:
         self._render_lock = threading.Lock()
         self._vad_session: Any = None
         self._asr: Any = None
+        self._motion_models: Any = None
+        self._motion_loaded = False
         self._pool: Any = None
         if config.server.render_processes:
             from vlogger.runtime.render_worker import WorkerPool
@@ -103,10 +108,20 @@ class RealEngines:
             return self._master
 
     def prepare(self) -> None:
-        """Load the voice and start the spare render processes ahead of the first session."""
+        """Load the voice and the motion models and start the spare render processes ahead of
+        the first session (so opening a session loads no model)."""
         if self._pool is not None:
             self._pool.fill()
         self._voice()
+        self._shared_motion_models()
+
+    def _shared_motion_models(self) -> Any:
+        """The motion network and Whisper encoder, loaded once for every session."""
+        with self._lock:
+            if not self._motion_loaded:
+                self._motion_models = self.config.load_motion_models()
+                self._motion_loaded = True
+            return self._motion_models
 
     def make_tts(self) -> Any:
         """A voice for a new session: shares the loaded ONNX session (no load, no extra memory)."""
@@ -140,7 +155,7 @@ class RealEngines:
         return asr
 
     def make_motion(self, seed: int) -> Any:
-        return self.config.make_motion(seed)
+        return self.config.make_motion(seed, models=self._shared_motion_models())
 
     def load_avatar(self, source: bytes | str | None) -> Any:
         from vlogger.engines.avatar import load_avatar
@@ -195,56 +210,6 @@ class SerializedRenderer:
 
     def close(self) -> None:
         _close(self.inner)
-
-
-class AudioSegment:
-    """PCM of one ``audio.*`` segment as it arrives (event loop in, speech thread out)."""
-
-    def __init__(self, sample_rate: int, max_seconds: float) -> None:
-        self.sample_rate = sample_rate
-        self.max_samples = int(max_seconds * sample_rate)
-        self.total = 0
-        self.closed = False
-        self._parts: collections.deque[np.ndarray] = collections.deque()
-        self._cond = threading.Condition()
-
-    def append(self, pcm_s16le: bytes) -> None:
-        """Add 16-bit little-endian mono PCM; ``ValueError`` for an odd byte count or too much."""
-        if len(pcm_s16le) % 2:
-            raise ValueError("PCM frames must hold whole 16-bit samples (an even number of bytes)")
-        x = np.frombuffer(pcm_s16le, dtype="<i2").astype(np.float32) / 32768.0
-        with self._cond:
-            if self.total + x.size > self.max_samples:
-                raise ValueError(f"audio segment is longer than {self.max_samples / self.sample_rate:g} s")
-            self.total += x.size
-            self._parts.append(x)
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def chunks(self, prebuffer_s: float, alive: Callable[[], bool]) -> Iterator[AudioChunk]:
-        """Chunks on a clock from 0: the first once ``prebuffer_s`` arrived (or the end), then
-        whatever is there every 40 ms."""
-        pos = 0
-        need = max(1, int(prebuffer_s * self.sample_rate))
-        min_piece = int(0.04 * self.sample_rate)
-        while alive():
-            with self._cond:
-                avail = sum(p.size for p in self._parts)
-                if not self.closed and avail < need:
-                    self._cond.wait(0.02)
-                    continue
-                if avail == 0 and self.closed:
-                    return
-                pcm = np.concatenate(list(self._parts)) if avail else np.zeros(0, np.float32)
-                self._parts.clear()
-            need = min_piece
-            if pcm.size:
-                yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, pts=pos / self.sample_rate)
-                pos += pcm.size
 
 
 @dataclass(eq=False)
@@ -323,6 +288,8 @@ class Pipeline:
         """Request to first frame of the latest utterance that reached the screen (ms)."""
         self._threads: list[threading.Thread] = []
         self.error: BaseException | None = None
+        self.audio_budget = AudioBudget(config.max_buffered_audio_s)
+        """Agent PCM this session holds before the speech thread takes it (all segments)."""
 
     # ---- lifecycle --------------------------------------------------------------------------
     @property
@@ -345,6 +312,9 @@ class Pipeline:
             try:
                 fn()
             except BaseException as exc:  # a crashed worker must not take the server with it
+                if self._stop.is_set():  # closing freed its renderer under it: expected, quiet
+                    _LOG.debug("pipeline thread ended while closing: %s", exc)
+                    return
                 _LOG.exception("pipeline thread failed")
                 self.error = exc
                 self._emit(event("error", code="internal", message=f"pipeline failed: {exc}"))
@@ -402,7 +372,7 @@ class Pipeline:
             for u in cut:
                 u.state = "interrupted"
                 if u.audio is not None:
-                    u.audio.close()
+                    u.audio.discard()
             self._wake.notify_all()
         return cut
 

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "ERROR_CODES",
+    "MAX_SDP_BYTES",
     "UTTERANCE_STATES",
     "AudioEnd",
     "AudioStart",
@@ -40,6 +41,7 @@ ERROR_CODES: dict[str, str] = {
     "bad_text": "say text is empty, has nothing to speak, or is longer than the limit",
     "queue_full": "the session already holds the maximum of unfinished utterances",
     "bad_audio": "binary PCM outside an audio segment, an odd byte count, or a segment too long",
+    "audio_full": "the session holds its maximum of unplayed agent audio; the segment was closed",
     "bad_image": "the avatar photo is not base64, not an image, or shows no face",
     "server_busy": "the server holds its maximum of sessions (the socket is closed after this)",
     "slow_client": "the client does not read its events (the socket is closed after this)",
@@ -53,7 +55,10 @@ ERROR_CODES: dict[str, str] = {
 #: States of ``{"type":"utterance","state":...}`` in the order they happen.
 UTTERANCE_STATES = ("queued", "started", "done", "interrupted")
 
-_ID = re.compile(r"^[\w.:\-]{1,64}$")
+_ID = re.compile(r"[\w.:\-]{1,64}")
+#: Longest SDP offer accepted: a browser's offer with audio, video and all candidates is 3-10 kB;
+#: aiortc parses SDP on the event loop at about 0.12 ms per kB, so this bounds that to ~8 ms.
+MAX_SDP_BYTES = 64 * 1024
 _SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
@@ -131,24 +136,35 @@ def _id(obj: dict[str, Any]) -> str | None:
     value = obj.get("id")
     if value is None:
         return None
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ProtocolError(
             "bad_message", "id must be 1 to 64 characters of letters, digits, '_', '-', '.', ':'"
         )
     return value
 
 
-def _str_field(obj: dict[str, Any], name: str, type_: str, id: str | None = None) -> str:
+def _str_field(
+    obj: dict[str, Any], name: str, type_: str, id: str | None = None, code: str = "bad_message"
+) -> str:
     value = obj.get(name)
     if value is None:
         raise ProtocolError("bad_message", f"{type_} needs a {name!r} field", id)
     if not isinstance(value, str):
         raise ProtocolError("bad_message", f"{type_}.{name} must be a string", id)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON may escape a lone surrogate ("\ud800")
+        raise ProtocolError(
+            code, f"{type_}.{name} is not valid Unicode (a lone surrogate at character {exc.start})", id
+        ) from exc
     return value
 
 
-def parse_message(raw: str | bytes, max_say_chars: int = 20_000) -> ClientMessage:
-    """Check one text message; :class:`ProtocolError` names what is wrong."""
+def parse_message(
+    raw: str | bytes, max_say_chars: int = 20_000, max_sdp_bytes: int = MAX_SDP_BYTES
+) -> ClientMessage:
+    """Check one text message; :class:`ProtocolError` names what is wrong. Never raises anything
+    else, whatever ``raw`` holds (a property test feeds it arbitrary text)."""
     if isinstance(raw, bytes | bytearray):
         try:
             raw = bytes(raw).decode("utf-8")
@@ -156,21 +172,27 @@ def parse_message(raw: str | bytes, max_say_chars: int = 20_000) -> ClientMessag
             raise ProtocolError("bad_json", "message is not UTF-8 text") from exc
     try:
         obj = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError("bad_json", f"message is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # ValueError: also a number of over 4,300 digits
+        reason = str(exc)
+        reason = reason if len(reason) <= 120 else reason[:120] + "..."
+        raise ProtocolError("bad_json", f"message is not valid JSON ({reason})") from exc
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", "message must be a JSON object")
     type_ = obj.get("type")
     if not isinstance(type_, str):
         raise ProtocolError("bad_message", "message needs a string 'type'")
     if type_ == "offer":
-        sdp = _str_field(obj, "sdp", "offer")
+        sdp = _str_field(obj, "sdp", "offer", code="bad_sdp")
+        if len(sdp) > max_sdp_bytes:
+            raise ProtocolError(
+                "bad_sdp", f"offer.sdp is {len(sdp):,} characters; the limit is {max_sdp_bytes:,}"
+            )
         if not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp.replace("\r\n", "\n"):
             raise ProtocolError("bad_sdp", "offer.sdp is not an SDP session description (v=0 ... m=...)")
         return Offer(sdp=sdp)
     if type_ == "say":
         uid = _id(obj)
-        text = _str_field(obj, "text", "say", uid)
+        text = _str_field(obj, "text", "say", uid, code="bad_text")
         if len(text) > max_say_chars:
             raise ProtocolError(
                 "bad_text", f"say text is {len(text):,} characters; the limit is {max_say_chars:,}", uid
@@ -198,7 +220,7 @@ def parse_message(raw: str | bytes, max_say_chars: int = 20_000) -> ClientMessag
     if type_ == "audio.end":
         return AudioEnd(id=_id(obj))
     if type_ == "avatar":
-        data = _str_field(obj, "image", "avatar")
+        data = _str_field(obj, "image", "avatar", code="bad_image")
         if data.startswith("data:"):
             data = data.partition(",")[2]
         try:

@@ -171,6 +171,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
         self._filling = False
+        self._starting: _Worker | None = None
 
     def fill(self) -> None:
         """Start processes until ``spare`` are ready, waiting for their imports (call off the
@@ -185,13 +186,19 @@ class WorkerPool:
                     if self._closed or len(self._ready) >= self.spare:
                         return
                 worker = _Worker(self._ctx, self.threads)
+                with self._lock:
+                    self._starting = worker
                 try:
                     worker.wait_hello(60.0)  # a spare is only useful once its imports are done
                 except WorkerError:
-                    _LOG.exception("a spare render process did not start")
+                    if self._closed:  # the pool closed under it: expected
+                        _LOG.debug("a spare render process was stopped while starting")
+                    else:
+                        _LOG.exception("a spare render process did not start")
                     worker.stop(0.5)
                     return
                 with self._lock:
+                    self._starting = None
                     if self._closed:
                         worker.stop(0.5)
                         return
@@ -217,6 +224,9 @@ class WorkerPool:
         with self._lock:
             self._closed = True
             ready, self._ready = self._ready, []
+            if self._starting is not None:
+                ready.append(self._starting)
+                self._starting = None
         for worker in ready:
             worker.stop(timeout)
 

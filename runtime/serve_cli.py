@@ -49,13 +49,29 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: phoneme-driven mouth where timings are known, "
         "the learned network's where not; teacher: phonemes/loudness only; network: the learned model only)",
     )
-    s.add_argument("--max-sessions", type=int, default=16, help="concurrent sessions (default 16)")
+    s.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="concurrent sessions (default: what this machine's cores hold at 25 fps at --size, "
+        "measured: 2 per core at 256 px, 1 at 512; more get server_busy)",
+    )
     s.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
     s.add_argument("--seed", type=int, default=0, help="seed of blinks, gaze and head motion")
     s.add_argument(
         "--token",
         default=None,
-        help="bearer token agents must send on /agent (default: env VLOGGER_TOKEN; none = loopback only)",
+        help="access token (default: env VLOGGER_TOKEN): agents send 'Authorization: Bearer T' on /ws "
+        "and /agent; browsers log in once through the link the server prints. None: /agent is open to "
+        "loopback only and /ws to any client whose Origin is allowed",
+    )
+    s.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web page origin (https://app.example) allowed to open /ws and /agent from a browser, "
+        "besides the server's own loopback and bind addresses (repeatable; '*' = any)",
     )
     s.add_argument(
         "--brain",
@@ -115,7 +131,8 @@ def build_server(args: argparse.Namespace) -> Any:
         port=args.port,
         ice_servers=list(args.ice_server),
         loopback_ice=bool(args.loopback_ice) or args.host in ("127.0.0.1", "localhost", "::1"),
-        max_sessions=max(1, int(args.max_sessions)),
+        max_sessions=None if args.max_sessions is None else max(1, int(args.max_sessions)),
+        allowed_origins=list(args.allowed_origin),
         default_image=args.image,
         token=token,
         brain=brain,
@@ -131,13 +148,23 @@ async def _serve(server: Any) -> None:
 
     pin_native_threads(1)
     await server.start()
-    print(f"vlogger serve: open {server.url} (Ctrl+C stops)", file=sys.stderr, flush=True)
+    if server.config.token:
+        print(
+            f"vlogger serve: open {server.login_url()} (a one-time login link; {server.url} "
+            "then works in that browser; Ctrl+C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(f"vlogger serve: open {server.url} (Ctrl+C stops)", file=sys.stderr, flush=True)
+    print(f"vlogger serve: up to {server.max_sessions} sessions at once", file=sys.stderr, flush=True)
     await server.serve_until_signal()
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; 0 on a clean shutdown, 2 for bad flags or photo."""
     from vlogger.engines.errors import InputError
+    from vlogger.runtime.memory import limit_malloc_arenas
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -147,6 +174,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("aiortc").setLevel(logging.WARNING)
     try:
         server = build_server(args)
+        limit_malloc_arenas(2)  # before any session thread starts: see runtime/memory.py
         try:
             import uvloop
 

@@ -23,8 +23,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from vlogger.runtime.access import Access
 from vlogger.runtime.agent import agent_access, serve_agent
 from vlogger.runtime.brains import make_brain
+from vlogger.runtime.capacity import session_capacity
+from vlogger.runtime.memory import trim_heap
 from vlogger.runtime.pipeline import EngineFactory
 from vlogger.runtime.protocol import error_event
 from vlogger.runtime.server_config import ServerConfig
@@ -61,6 +64,20 @@ def enable_loopback_ice() -> None:
     aioice.ice.get_host_addresses = with_loopback
 
 
+def _text(status: http.HTTPStatus, message: str) -> Response:
+    return _response(status, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def _static_files(folder: Path) -> dict[str, tuple[str, bytes]]:
+    """The page's files by URL path (read once: requests never touch the file system)."""
+    out: dict[str, tuple[str, bytes]] = {}
+    if folder.is_dir():
+        for f in sorted(folder.iterdir()):
+            if f.suffix in _STATIC and f.is_file():
+                out[f.name] = (f.name, f.read_bytes())
+    return out
+
+
 def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
     headers = Headers(
         [
@@ -91,8 +108,13 @@ class VloggerServer:
         self.seed = seed
         self.sessions: dict[str, Session] = {}
         self.default_avatar: Any = None
+        self.access = Access(self.config.token, self.config.allowed_origins, self.config.host)
+        self.max_sessions = self.config.max_sessions or 1
+        """Concurrent sessions (``ServerConfig.max_sessions``, or the measured capacity)."""
+        self._static = _static_files(static_dir)
         self._server: Server | None = None
         self._opened = 0
+        self._opening = 0
 
     @property
     def port(self) -> int:
@@ -101,7 +123,9 @@ class VloggerServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}/"
+        host = self.config.host
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host in ("::", "[::]") else host
+        return f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{self.port}/"
 
     async def start(self) -> None:
         """Fit the default avatar, then listen."""
@@ -127,7 +151,11 @@ class VloggerServer:
             ping_interval=self.config.keepalive_s,
             ping_timeout=self.config.keepalive_timeout_s,
         )
-        _LOG.info("serving on %s", self.url)
+        self.access.bind(self.port)
+        if self.config.max_sessions is None:
+            height = int(self.default_avatar.image.shape[0])
+            self.max_sessions = session_capacity(height)
+        _LOG.info("serving on %s (up to %d sessions)", self.url, self.max_sessions)
 
     async def stop(self) -> None:
         """Close every session and the listening socket."""
@@ -162,44 +190,61 @@ class VloggerServer:
             await self.stop()
 
     # ---- HTTP ------------------------------------------------------------------------------
+    def login_url(self) -> str:
+        """The one-time browser login link (with ``--token``); a used one is replaced."""
+        return f"{self.url}login?code={self.access.login_code}"
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        try:
+            return self._route(connection, request)
+        except Exception:  # an odd request must cost one 400, never a traceback per request
+            _LOG.warning("bad HTTP request %.80r", request.path)
+            return _text(http.HTTPStatus.BAD_REQUEST, "bad request")
+
+    def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        if path in ("/ws", "/agent") and not self.access.origin_ok(request):
+            return _text(
+                http.HTTPStatus.FORBIDDEN,
+                "cross-origin WebSocket refused (allow the page's origin with --allowed-origin)",
+            )
         if path == "/agent":
-            if not self._origin_ok(request):
-                refused = b"cross-origin WebSocket refused\n"
-                return _response(http.HTTPStatus.FORBIDDEN, refused, "text/plain; charset=utf-8")
             denied = agent_access(request, connection.remote_address, self.config.token)
             if denied is not None:
                 status, reason = denied
-                return _response(
-                    http.HTTPStatus(status), (reason + "\n").encode(), "text/plain; charset=utf-8"
-                )
+                return _text(http.HTTPStatus(status), reason)
             return None
         if path == "/ws":
-            if not self._origin_ok(request):
-                refused = b"cross-origin WebSocket refused (see ServerConfig.allowed_origins)\n"
-                return _response(http.HTTPStatus.FORBIDDEN, refused, "text/plain; charset=utf-8")
+            if not self.access.authorized(request):
+                return _text(
+                    http.HTTPStatus.UNAUTHORIZED,
+                    "this server needs its token: 'Authorization: Bearer <token>', or log in once "
+                    "in the browser with the link the server printed",
+                )
             return None
         if path == "/healthz":
             body = json.dumps({"status": "ok", "version": self.version, "sessions": len(self.sessions)})
             return _response(http.HTTPStatus.OK, body.encode(), "application/json")
-        name = "index.html" if path in ("/", "") else path.lstrip("/")
-        target = (self.static_dir / name).resolve()
-        if target.suffix in _STATIC and target.is_file() and self.static_dir.resolve() in target.parents:
-            ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-            if ctype.startswith("text/") or ctype.endswith("javascript"):
-                ctype += "; charset=utf-8"
-            return _response(http.HTTPStatus.OK, target.read_bytes(), ctype)
-        return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-
-    def _origin_ok(self, request: Request) -> bool:
-        """Browsers send ``Origin``: only the server's own page (or a configured one) may connect,
-        so another web site cannot drive a local avatar; clients without ``Origin`` may."""
-        origin = request.headers.get("Origin")
-        if origin is None or "*" in self.config.allowed_origins or origin in self.config.allowed_origins:
-            return True
-        host = request.headers.get("Host", "")
-        return origin in (f"http://{host}", f"https://{host}")
+        if path == "/auth":
+            info = {**self.access.describe(), "logged_in": self.access.authorized(request)}
+            return _response(http.HTTPStatus.OK, json.dumps(info).encode(), "application/json")
+        if path == "/login":
+            ok, message = self.access.login(query)
+            if not ok:
+                return _text(http.HTTPStatus.UNAUTHORIZED, message)
+            _LOG.warning("browser logged in (%s); the next one-time link: %s", message, self.login_url())
+            response = _text(http.HTTPStatus.SEE_OTHER, message)
+            response.headers["Location"] = "/"
+            response.headers["Set-Cookie"] = self.access.cookie_header()
+            return response
+        static = self._static.get("index.html" if path in ("/", "") else path.lstrip("/"))
+        if static is None:
+            return _text(http.HTTPStatus.NOT_FOUND, "not found")
+        name, content = static
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype.endswith("javascript"):
+            ctype += "; charset=utf-8"
+        return _response(http.HTTPStatus.OK, content, ctype)
 
     # ---- WebSocket -------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -211,8 +256,12 @@ class VloggerServer:
 
     async def run_session(self, ws: ServerConnection, headless: bool = False) -> None:
         """Run one session on ``ws`` until it closes (``headless``: created by an agent)."""
-        if len(self.sessions) >= self.config.max_sessions:
-            msg = f"the server holds its maximum of {self.config.max_sessions} sessions"
+        limit = self.max_sessions
+        if len(self.sessions) + self._opening >= limit:
+            msg = (
+                f"the server holds its maximum of {limit} sessions (the capacity measured for this "
+                "size on this machine; vlogger serve --max-sessions changes it)"
+            )
             with contextlib.suppress(Exception):
                 await ws.send(json.dumps(error_event("server_busy", msg)))
                 await ws.close(1013, "server busy")
@@ -228,6 +277,17 @@ class VloggerServer:
             brain=None if headless else make_brain(self.config.brain),
             headless=headless,
         )
+        self._opening += 1
+        try:
+            await session.build()
+        except Exception as exc:
+            _LOG.exception("session %s could not start", session.id)
+            with contextlib.suppress(Exception):
+                await ws.send(json.dumps(error_event("internal", f"the session could not start: {exc}")))
+                await ws.close(1011, "session could not start")
+            return
+        finally:
+            self._opening -= 1
         self.sessions[session.id] = session
         _LOG.info("session %s opened (%d open)", session.id, len(self.sessions))
         try:
@@ -235,3 +295,4 @@ class VloggerServer:
         finally:
             self.sessions.pop(session.id, None)
             _LOG.info("session %s ended (%d open)", session.id, len(self.sessions))
+            await asyncio.to_thread(trim_heap)  # its threads' freed memory back to the system

@@ -24,8 +24,10 @@ class ServerConfig:
     loopback_ice: bool = False
     """Also offer 127.0.0.1 as an ICE host candidate (same-machine tests; aioice leaves it out)."""
     allowed_origins: list[str] = field(default_factory=list)
-    """Extra page origins (``https://app.example``) allowed to open ``/ws`` from a browser; the
-    server's own origin and non-browser clients (no ``Origin`` header) always may; ``"*"`` = any."""
+    """Extra page origins (``https://app.example``) allowed to open ``/ws`` and ``/agent`` from a
+    browser. Always allowed: the server's own page at a loopback name (``127.0.0.1``, ``localhost``,
+    ``[::1]``) or at the bind address, with its port; clients that send no ``Origin`` (agents,
+    tests) too. ``"*"`` = any. The request's ``Host`` header is never trusted for this."""
     max_message_bytes: int = 8 * 1024 * 1024
     """Largest WebSocket message accepted (photos included); a larger one closes the socket (1009)."""
     max_say_chars: int = 20_000
@@ -33,10 +35,18 @@ class ServerConfig:
     max_queued_utterances: int = 32
     """Utterances (``say`` and ``audio.*``) a session holds that are not finished yet; more get
     ``queue_full``."""
-    max_sessions: int = 16
-    """Concurrent sessions; a further connection gets ``server_busy`` and is closed."""
+    max_sessions: int | None = None
+    """Concurrent sessions; a further connection gets ``server_busy`` and is closed. ``None`` =
+    what this machine's cores hold at 25 fps for the avatar's video size
+    (:func:`~vlogger.runtime.capacity.session_capacity`)."""
     max_audio_segment_s: float = 600.0
     """Longest ``audio.*`` segment, in seconds of audio."""
+    max_buffered_audio_s: float = 60.0
+    """Agent PCM (``audio.*``) a session holds that the pipeline has not taken yet, in seconds,
+    over all its segments (kept as 16-bit at the sender's rate: at most 5.8 MB at 48 kHz).
+    PCM past it is refused with ``audio_full`` and its segment is closed (what came plays)."""
+    max_sdp_bytes: int = 64 * 1024
+    """Longest SDP offer (a browser's is 3-10 kB); a longer one gets ``bad_sdp``."""
     synthesis_ahead_s: float = 3.0
     """Seconds of speech synthesised ahead of playback before the TTS thread waits."""
     render_ahead_s: float = 0.08
@@ -67,8 +77,10 @@ class ServerConfig:
     default_image: str | None = None
     """Photo every new session starts with; ``None`` = the shipped portrait."""
     token: str | None = None
-    """Bearer token agents must send on ``/agent`` (``Authorization: Bearer T``, compared in
-    constant time). ``None`` = ``/agent`` is open to loopback peers only."""
+    """Access token. Set: ``/ws`` and ``/agent`` need ``Authorization: Bearer T`` (compared in
+    constant time) or the login cookie a browser gets from ``/login`` (the one-time link the server
+    prints, or ``/login?token=T``). ``None``: ``/agent`` is open to loopback peers only and ``/ws``
+    to any client whose ``Origin`` is allowed."""
     brain: BrainConfig = field(default_factory=BrainConfig)
     """What answers a transcript when no agent is attached (``echo`` by default)."""
     listen: ListenConfig = field(default_factory=ListenConfig)

@@ -13,12 +13,13 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from vlogger.runtime.brains import Brain
 from vlogger.runtime.conversation import Conversation
-from vlogger.runtime.pipeline import AudioSegment, EngineFactory, Pipeline, Utterance
+from vlogger.runtime.pipeline import AudioRefused, AudioSegment, EngineFactory, Pipeline, Utterance
 from vlogger.runtime.protocol import (
     AudioEnd,
     AudioStart,
@@ -90,8 +91,13 @@ class Session:
         self.config = config
         self.version = version
         self.loop = asyncio.get_running_loop()
-        self.pipeline = Pipeline(engines, default_avatar, config, self.emit, seed=seed)
-        self.conversation = Conversation(self.pipeline, self.emit, None if headless else brain, config.listen)
+        self._default_avatar = default_avatar
+        self._seed = seed
+        self._brain = None if headless else brain
+        self.pipeline: Pipeline
+        """The session's engines and threads (set by :meth:`build`)."""
+        self.conversation: Conversation
+        """Listening, barge-in and the brain (set by :meth:`build`)."""
         self.agents: set[Any] = set()
         """Attached agents (:class:`~vlogger.runtime.agent.AgentLink`), each fed ``AGENT_EVENTS``."""
         self._segment_owner: Any = None
@@ -105,6 +111,14 @@ class Session:
         self._avatar_lock = asyncio.Lock()
         self._closing = False
         self.closed = asyncio.Event()
+
+    async def build(self) -> None:
+        """Make the session's engines off the event loop (its renderer process, motion engine,
+        voice: no model is loaded here, the server shares loaded ones), then its conversation."""
+        self.pipeline = await asyncio.to_thread(
+            Pipeline, self.engines, self._default_avatar, self.config, self.emit, self._seed
+        )
+        self.conversation = Conversation(self.pipeline, self.emit, self._brain, self.config.listen)
 
     # ---- events ----------------------------------------------------------------------------
     def emit(self, ev: dict[str, Any]) -> None:
@@ -208,12 +222,16 @@ class Session:
             self.conversation.close(self.config.close_timeout_s * 0.25)
             self.pipeline.close(self.config.close_timeout_s * 0.5)
 
-        closer = asyncio.to_thread(free)
-        pc_close = self.pc.close() if self.pc is not None else asyncio.sleep(0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                asyncio.gather(closer, pc_close, return_exceptions=True), self.config.close_timeout_s
-            )
+        steps = [asyncio.ensure_future(asyncio.to_thread(free))]
+        if self.pc is not None:
+            steps.append(asyncio.ensure_future(self.pc.close()))
+        # wait, not wait_for: a thread cannot be cancelled, and a step that outlives the timeout
+        # (a render process still starting) finishes on its own; its outcome is read, not lost
+        _, late = await asyncio.wait(steps, timeout=self.config.close_timeout_s)
+        for step in steps:
+            step.add_done_callback(_quiet)
+        if late:
+            _LOG.warning("session %s: freeing took longer than %.1f s", self.id, self.config.close_timeout_s)
         if self.video is not None:
             self.video.stop()
         if self.audio is not None:
@@ -238,14 +256,14 @@ class Session:
             return
         try:
             seg.append(data)
-        except ValueError as exc:
-            if "longer" in str(exc):
+        except AudioRefused as exc:
+            if exc.closes:
                 seg.close()
                 self._segment = None
-            raise ProtocolError("bad_audio", str(exc), utt.id) from exc
+            raise ProtocolError(exc.code, str(exc), utt.id) from exc
 
     async def _on_text(self, raw: str) -> None:
-        await self._dispatch(parse_message(raw, self.config.max_say_chars))
+        await self._dispatch(parse_message(raw, self.config.max_say_chars, self.config.max_sdp_bytes))
 
     # ---- attached agents ---------------------------------------------------------------------
     def attach(self, link: Any) -> None:
@@ -272,7 +290,7 @@ class Session:
             if isinstance(message, bytes):
                 self._on_binary(message, link)
                 return
-            msg = parse_message(message, self.config.max_say_chars)
+            msg = parse_message(message, self.config.max_say_chars, self.config.max_sdp_bytes)
             if isinstance(msg, Offer):
                 raise ProtocolError(
                     "bad_state", "an attached agent cannot negotiate media (the page owns it)"
@@ -296,7 +314,7 @@ class Session:
         elif isinstance(msg, AudioStart):
             if self._segment is not None and not self._segment[1].closed:
                 raise ProtocolError("bad_state", "an audio segment is already open (send audio.end)", msg.id)
-            seg = AudioSegment(msg.sample_rate, self.config.max_audio_segment_s)
+            seg = AudioSegment(msg.sample_rate, self.config.max_audio_segment_s, self.pipeline.audio_budget)
             utt = Utterance(id=msg.id or f"a{next(self._ids)}", audio=seg)
             self.pipeline.enqueue(utt)
             self._segment = (utt, seg)
@@ -367,6 +385,9 @@ class Session:
                 self._spawn(self._abort(f"peer connection {state}"))
 
         try:
+            # parse once off the loop: a malformed offer is refused without touching it, and the
+            # size limit bounds aiortc's own parse on the loop (about 0.12 ms per kB)
+            await asyncio.to_thread(SessionDescription.parse, msg.sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
             kinds = {t.kind for t in pc.getTransceivers()}
             if "video" not in kinds:
@@ -450,6 +471,12 @@ class Session:
                     height=h,
                 )
             )
+
+
+def _quiet(step: asyncio.Future[Any]) -> None:
+    """Read a finished step's outcome (so asyncio does not log it as never retrieved)."""
+    if not step.cancelled() and step.exception() is not None:
+        _LOG.warning("freeing a session: %s", step.exception())
 
 
 async def _drain(track: MediaStreamTrack) -> None:

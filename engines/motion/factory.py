@@ -23,10 +23,16 @@ DEFAULT_MOTION_ENGINE = "hybrid"
 
 
 def make_motion_engine(
-    name: str = DEFAULT_MOTION_ENGINE, config: Any = None, fps: float = 25.0, seed: int = 0
+    name: str = DEFAULT_MOTION_ENGINE,
+    config: Any = None,
+    fps: float = 25.0,
+    seed: int = 0,
+    models: Any = None,
 ) -> MotionEngine:
     """A motion engine: ``"teacher"`` takes a ``TeacherConfig``, ``"network"`` a ``NetworkConfig``,
-    ``"hybrid"`` a ``HybridConfig`` (``None`` = defaults)."""
+    ``"hybrid"`` a ``HybridConfig`` (``None`` = defaults). ``models``: the network's
+    :class:`~vlogger.engines.motion.network.MotionModels`, loaded once and shared (``network`` and
+    ``hybrid``; ``None`` = each engine loads its own)."""
     if name == "teacher":
         from vlogger.engines.motion.teacher import PhonemeMotionEngine
 
@@ -34,9 +40,9 @@ def make_motion_engine(
     if name == "hybrid":
         from vlogger.engines.motion.hybrid import HybridMotionEngine
 
-        return HybridMotionEngine(config, fps=fps, seed=seed)
+        return HybridMotionEngine(config, fps=fps, seed=seed, models=models)
     if name == "network":
         from vlogger.engines.motion.network import NetworkMotionEngine
 
-        return NetworkMotionEngine(config, fps=fps, seed=seed)
+        return NetworkMotionEngine(config, fps=fps, seed=seed, models=models)
     raise InputError(f"unknown motion engine {name!r}: choose one of {', '.join(MOTION_ENGINES)}")

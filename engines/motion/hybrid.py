@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vlogger.engines.motion.config import TeacherConfig
-from vlogger.engines.motion.network import NetworkConfig, NetworkMotionEngine
+from vlogger.engines.motion.network import MotionModels, NetworkConfig, NetworkMotionEngine
 from vlogger.engines.motion.teacher import PhonemeMotionEngine
 from vlogger.engines.motion.visemes import MOUTH_NAMES
 from vlogger.engines.types import EXPRESSION_NAMES, AudioChunk, MotionFrame
@@ -45,13 +45,20 @@ class HybridMotionEngine:
     """A :class:`~vlogger.engines.motion.base.MotionEngine`: teacher mouth where phonemes reach,
     network mouth elsewhere, teacher for everything else.
 
-    ``HybridMotionEngine(config, fps=25.0, seed=0)``: deterministic for a given seed.
+    ``HybridMotionEngine(config, fps=25.0, seed=0)``: deterministic for a given seed; ``models``
+    as for :class:`~vlogger.engines.motion.network.NetworkMotionEngine` (shared, loaded once).
     """
 
-    def __init__(self, config: HybridConfig | None = None, fps: float = 25.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: HybridConfig | None = None,
+        fps: float = 25.0,
+        seed: int = 0,
+        models: MotionModels | None = None,
+    ) -> None:
         self.config = cfg = config if config is not None else HybridConfig()
         self.teacher = PhonemeMotionEngine(replace(cfg.teacher, mode="phonemes"), fps=fps, seed=seed)
-        self.network = NetworkMotionEngine(cfg.network, fps=fps, seed=seed)
+        self.network = NetworkMotionEngine(cfg.network, fps=fps, seed=seed, models=models)
         self.fps = float(fps)
 
     @property

@@ -33,6 +33,7 @@ from vlogger.engines.motion.features import (
     FeatureConfig,
     FeatureStream,
     StreamResampler,
+    load_whisper_encoder,
 )
 from vlogger.engines.motion.procedural import BlinkProcess, GazeProcess, SpeechActivity
 from vlogger.engines.motion.sampler import DDIMSampler
@@ -41,10 +42,12 @@ from vlogger.export.motion import METADATA_KEY
 
 __all__ = [
     "DEFAULT_MODEL",
+    "MotionModels",
     "NetworkConfig",
     "NetworkMotionEngine",
     "ar1_noise",
     "load_motion_model",
+    "load_motion_models",
     "noise_correlations",
     "noise_scales",
     "offline_rollout",
@@ -259,15 +262,58 @@ def _append(
     return pk, pv, valid
 
 
+@dataclass(frozen=True)
+class MotionModels:
+    """What every :class:`NetworkMotionEngine` of one configuration can share: the ONNX session, its
+    metadata and the Whisper encoder. A server loads them once (:func:`load_motion_models`) and
+    passes them to each session's engine, so a new session loads nothing."""
+
+    session: Any
+    """onnxruntime session of the motion network (``run`` is safe from several threads)."""
+    meta: dict
+    """The model's metadata (mean, std, model and feature configs)."""
+    whisper: Any
+    """The Whisper encoder for the features, or ``None`` (log-mel features need none)."""
+    path: str
+    """The model file these were loaded from (checked against an engine's config)."""
+    threads: int
+    """Intra-op threads both were loaded with."""
+
+
+def load_motion_models(config: NetworkConfig | None = None) -> MotionModels:
+    """Load the motion network and its feature encoder once, for many engines."""
+    cfg = config if config is not None else NetworkConfig()
+    sess, meta = load_motion_model(cfg.model_path, cfg.threads)
+    fc = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
+    whisper = load_whisper_encoder(fc) if fc.kind == "whisper" else None
+    path = str(cfg.model_path) if cfg.model_path is not None else str(_default_model_path())
+    return MotionModels(session=sess, meta=meta, whisper=whisper, path=path, threads=int(cfg.threads))
+
+
 class NetworkMotionEngine:
     """A :class:`~vlogger.engines.motion.base.MotionEngine` running the learned motion network.
 
     ``NetworkMotionEngine(config, fps=25.0, seed=0)``: deterministic for a given seed.
+    ``models``: loaded by :func:`load_motion_models` for the same config, shared with other engines
+    (``None`` = load them for this engine).
     """
 
-    def __init__(self, config: NetworkConfig | None = None, fps: float = 25.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: NetworkConfig | None = None,
+        fps: float = 25.0,
+        seed: int = 0,
+        models: MotionModels | None = None,
+    ) -> None:
         self.config = cfg = config if config is not None else NetworkConfig()
-        sess, meta = load_motion_model(cfg.model_path, cfg.threads)
+        if models is None:
+            models = load_motion_models(cfg)
+        elif models.threads != int(cfg.threads) or models.path != str(
+            cfg.model_path if cfg.model_path is not None else _default_model_path()
+        ):
+            raise ValueError("the shared motion models were loaded for another model path or thread count")
+        self._models = models
+        sess, meta = models.session, models.meta
         self.meta = meta
         self.feature_config = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
         if abs(float(fps) - self.feature_config.fps) > 1e-9:
@@ -299,7 +345,7 @@ class NetworkMotionEngine:
 
     # ---- audio in -------------------------------------------------------------------------
     def _reset_stream(self, keep_samples: int = 0) -> None:
-        self._fs = FeatureStream(self.feature_config)
+        self._fs = FeatureStream(self.feature_config, whisper=self._models.whisper)
         self._feat_queue: list[np.ndarray] = []
         self._sq: dict[int, float] = {}
         self._resampler: StreamResampler | None = None

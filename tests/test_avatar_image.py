@@ -1,10 +1,14 @@
-"""Photo loading: formats, alpha, bit depth, bad files and huge photos (engines/avatar/image.py)."""
+"""Photo loading: formats, alpha, bit depth, bad files, huge photos and decompression bombs
+(engines/avatar/image.py)."""
 
 from __future__ import annotations
 
+import io
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import cv2
@@ -12,6 +16,7 @@ import numpy as np
 import pytest
 
 from vlogger.engines.avatar import DEFAULT_PORTRAIT
+from vlogger.engines.avatar import image as image_module
 from vlogger.engines.avatar.image import image_sha256, load_image, resize_to_height
 from vlogger.engines.errors import InputError
 
@@ -169,3 +174,133 @@ def test_huge_jpeg_is_downscaled_with_bounded_memory(tmp_path: Path) -> None:
     # a full-size cv2 decode of this file raises the peak by ~240 MB (the pixels alone are 144 MB);
     # the reduced decode measured ~75 MB
     assert grew_mb < 120, f"peak memory grew by {grew_mb} MB"
+
+
+def _png_of_zeros(width: int, height: int, color_type: int = 0, depth: int = 8) -> bytes:
+    """A valid PNG of black pixels, written row by row (a 144 MP one is ~150 kB and takes no RAM)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    row = bytes(1 + width * channels * depth // 8)  # filter byte 0, then zeros
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _peak_growth_mb(code: str) -> tuple[str, int]:
+    """Run ``code`` (which sets ``result``) in a fresh interpreter: (result, peak RSS growth in MB)."""
+    script = (
+        textwrap.dedent(
+            """
+        import resource, numpy as np
+        from vlogger.engines.avatar.image import load_image
+        load_image(np.zeros((2, 2, 3), np.uint8))  # warm up imports and allocator
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        """
+        )
+        + textwrap.dedent(code)
+        + textwrap.dedent(
+            """
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(result)
+        print((after - before) // 1024)
+        """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    result, grew = out.stdout.strip().rsplit("\n", 1)
+    return result, int(grew)
+
+
+@pytest.mark.filterwarnings("ignore:Image size")  # PIL warns over 89 MP; we refuse it anyway
+def test_png_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 144 MP PNG (under the 150 MP header guard) is refused from its header: no pixel decoded."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_of_zeros(12000, 12000))
+    assert path.stat().st_size < 400_000
+    with pytest.raises(InputError, match=r"bomb\.png.*12000x12000 = 144 MP.*at most 40 MP.*JPEG"):
+        load_image(path)
+    result, grew_mb = _peak_growth_mb(
+        f"""
+        try:
+            load_image({str(path)!r})
+            result = "loaded"
+        except ValueError as e:
+            result = "refused"
+        """
+    )
+    # decoding it cost +600 MB before (PIL's PNG EXIF lookup alone decoded every pixel)
+    assert result == "refused" and grew_mb < 30, f"{result}, peak memory grew by {grew_mb} MB"
+
+
+def test_png_within_the_budget_loads_at_full_size(tmp_path: Path) -> None:
+    png = _png_of_zeros(3000, 2000, color_type=2, depth=16)  # 16-bit colour, 6 MP: read as 8-bit
+    img = load_image(png)
+    assert img.shape == (2000, 3000, 3) and img.dtype == np.uint8 and int(img.max()) == 0
+    # the budget is in bytes: 6 bytes a plain pixel (OpenCV's BGR and the copy NumPy gets)
+    with pytest.raises(InputError, match=r"3000x2000 = 6 MP \(PNG\).*at most 5 MP"):
+        load_image(png, max_decode_bytes=30e6)
+    small = load_image(png, max_pixels=1e6)  # still downscaled to the working size afterwards
+    assert small.shape[0] * small.shape[1] <= 1e6 and abs(small.shape[1] / small.shape[0] - 1.5) < 0.01
+
+
+def test_transparent_and_deep_pngs_count_their_bytes(tmp_path: Path) -> None:
+    """Transparent PNGs decode as stored (RGBA, 16-bit): 8 or 16 bytes a pixel with OpenCV's copy."""
+    rgba16 = _png_of_zeros(5000, 4000, color_type=6, depth=16)  # 20 MP: 320 MB to decode
+    with pytest.raises(InputError, match=r"5000x4000 = 20 MP \(transparent PNG\).*at most 15 MP"):
+        load_image(rgba16)
+    rgba8 = _png_of_zeros(5000, 4000, color_type=6, depth=8)  # 20 MP: 160 MB
+    img = load_image(rgba8)  # fully transparent black: composited on white
+    assert img.shape == (4000, 5000, 3) and int(img.min()) == 255
+
+
+def test_a_header_that_lies_about_the_size_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _ok, buf = cv2.imencode(".png", _pattern(200, 300))
+    real = image_module._header
+
+    def lying(data: bytes) -> image_module._Header | None:
+        head = real(data)
+        assert head is not None
+        return image_module._Header(30, 20, 1, head.format, head.alpha, 1, 0)
+
+    monkeypatch.setattr(image_module, "_header", lying)
+    with pytest.raises(InputError, match="decodes to 300x200 pixels, not the 30x20 its header gives"):
+        load_image(buf.tobytes())
+
+
+def test_formats_pil_cannot_size_are_refused() -> None:
+    ok, hdr = cv2.imencode(".hdr", np.full((8, 8, 3), 0.5, np.float32))  # Radiance: OpenCV only
+    assert ok and cv2.imdecode(hdr, cv2.IMREAD_UNCHANGED) is not None
+    with pytest.raises(InputError, match="not an image file"):
+        load_image(hdr.tobytes())
+
+
+def test_progressive_jpeg_counts_its_coefficients() -> None:
+    """libjpeg holds a progressive JPEG's coefficients at full size even for a reduced decode."""
+    rgb = cv2.resize(_pattern(60, 80), (2000, 1500), interpolation=cv2.INTER_NEAREST)
+    _ok, prog = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    _ok, base = cv2.imencode(".jpg", rgb[:, :, ::-1])
+    # 3 MP at 4:2:0: 9 MB of coefficients; a 1/8 decode is 0.3 MB
+    with pytest.raises(InputError, match=r"progressive JPEG of 2000x1500 = 3 MP needs about 9 MB"):
+        load_image(prog.tobytes(), max_pixels=1e5, max_decode_bytes=5e6)
+    for data in (base, prog):
+        img = load_image(data.tobytes(), max_pixels=1e5, max_decode_bytes=12e6)
+        assert img.shape[0] * img.shape[1] <= 1e5 and img[img.shape[0] // 2, 5, 0] > 150  # red left
+    assert load_image(base.tobytes(), max_pixels=1e5, max_decode_bytes=5e6).shape == (188, 250, 3)
+
+
+def test_phone_mpo_jpeg_is_decoded_reduced_like_a_jpeg() -> None:
+    """Phones save some photos as MPO (a JPEG with pictures appended); PIL names the format MPO."""
+    from PIL import Image
+
+    im = Image.fromarray(cv2.resize(_pattern(60, 80), (2000, 1500), interpolation=cv2.INTER_NEAREST))
+    out = io.BytesIO()
+    im.save(out, format="MPO", save_all=True, append_images=[im])
+    # a full-size decode would take 6 bytes x 3 MP = 18 MB: only a reduced one fits 12 MB
+    img = load_image(out.getvalue(), max_pixels=1e6, max_decode_bytes=12e6)
+    assert img.shape == (750, 1000, 3) and img[375, 10, 0] > 150 and img[375, 990, 2] > 150

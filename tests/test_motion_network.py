@@ -75,7 +75,11 @@ def test_features_stream_equals_offline_for_any_chunking(chunk: int) -> None:
         got.append(fs.pop())
     fs.finish()
     got.append(fs.pop())
-    np.testing.assert_array_equal(np.concatenate(got)[:50], ref)
+    # equal within float rounding: other chunkings give other array shapes to the FFT and the
+    # filterbank product, whose float32 sums round differently on some machines (4.8e-7 seen)
+    atol = 1e-5 * float(np.abs(ref).max())  # log-mel values reach ~6
+    np.testing.assert_allclose(np.concatenate(got)[:50], ref, rtol=0, atol=atol)
+    assert np.abs(ref[1:] - ref[:-1]).max() > 1000 * atol  # a frame off would fail by far
 
 
 def test_features_are_causal_with_the_named_lookahead() -> None:

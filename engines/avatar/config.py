@@ -17,7 +17,8 @@ class AvatarConfig:
     height: int = 512
     """Working (output video) height in pixels; the width keeps the photo's aspect ratio, even."""
     max_pixels: float = 40e6
-    """Photos over this many pixels are downscaled while decoding (bounded memory)."""
+    """Photos over this many pixels are downscaled (JPEGs while decoding; other formats are decoded
+    at full size, and refused over ~40 MP: see ``load_image``'s ``max_decode_bytes``)."""
     max_aspect: float = 3.0
     """Photos wider than ``max_aspect`` times their height (or the reverse) are refused."""
     fit: FitConfig = field(default_factory=FitConfig)

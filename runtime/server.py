@@ -115,6 +115,7 @@ class VloggerServer:
         self._server: Server | None = None
         self._opened = 0
         self._opening = 0
+        self._trim: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
@@ -159,6 +160,8 @@ class VloggerServer:
 
     async def stop(self) -> None:
         """Close every session and the listening socket."""
+        if self._trim is not None:
+            self._trim.cancel()
         if self._server is not None:
             self._server.close(close_connections=False)
         sessions = list(self.sessions.values())
@@ -295,4 +298,16 @@ class VloggerServer:
         finally:
             self.sessions.pop(session.id, None)
             _LOG.info("session %s ended (%d open)", session.id, len(self.sessions))
-            await asyncio.to_thread(trim_heap)  # its threads' freed memory back to the system
+            self._trim_later()
+
+    def _trim_later(self, delay_s: float = 5.0) -> None:
+        """Give freed heap back to the system once sessions stopped closing for ``delay_s``:
+        trimming holds malloc's locks for 10-30 ms, which a burst of closes must not repeat."""
+        if self._trim is not None:
+            self._trim.cancel()
+        loop = asyncio.get_running_loop()
+        self._trim = loop.call_later(delay_s, lambda: self._spawn_trim(loop))
+
+    def _spawn_trim(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._trim = None
+        loop.run_in_executor(None, trim_heap)

@@ -49,6 +49,10 @@ class ServerConfig:
     """Longest SDP offer (a browser's is 3-10 kB); a longer one gets ``bad_sdp``."""
     synthesis_ahead_s: float = 3.0
     """Seconds of speech synthesised ahead of playback before the TTS thread waits."""
+    synthesis_nice: int = 5
+    """How much lower the TTS thread's CPU priority is than rendering's (Linux nice steps; 0 =
+    the same). Synthesis runs ahead of playback, so on a full CPU it should wait, not the video:
+    a 20,000-character ``say`` otherwise cut a neighbour's fresh frames to 11-14 per second."""
     render_ahead_s: float = 0.08
     """Seconds of video rendered ahead of playback (jitter cushion; speech starts after it)."""
     audio_prebuffer_s: float = 0.2

@@ -143,7 +143,21 @@ class Session:
             self._events.put_nowait(ev)
         except asyncio.QueueFull:
             _LOG.warning("session %s: client does not read its events; closing", self.id)
+            self._closing = True  # once: later events (and messages) are dropped, not re-aborted
             self._spawn(self._abort("slow_client"))
+
+    async def _let_sender_catch_up(self, sender: asyncio.Task[Any]) -> None:
+        """Before reading the next message, let the event sender drain a queue that a burst of
+        messages (each answered by an event) filled past half, so a client that reads keeps up;
+        one that does not read is closed by its keepalive or the full queue."""
+        high = self._events.maxsize // 2
+        if self._events.qsize() < high:
+            return
+        deadline = time.monotonic() + self.config.keepalive_s + self.config.keepalive_timeout_s
+        while self._events.qsize() > high // 2 and not sender.done() and not self._closing:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.005)
 
     async def _sender(self) -> None:
         while True:
@@ -186,8 +200,9 @@ class Session:
         self.pipeline.start()
         try:
             async for message in self.ws:
-                if sender.done():
+                if sender.done() or self._closing:
                     break
+                await self._let_sender_catch_up(sender)
                 try:
                     if isinstance(message, bytes):
                         self._on_binary(message)

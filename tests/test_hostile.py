@@ -398,3 +398,44 @@ async def test_closing_right_after_opening_is_quiet(caplog: pytest.LogCaptureFix
 def test_avatar_messages_carry_base64_only() -> None:
     raw = json.dumps({"type": "avatar", "image": "\ud800" + base64.b64encode(b"x").decode()})
     assert _code(raw) == "bad_image"
+
+
+@run_async
+async def test_a_reading_client_survives_a_burst_of_1000_bad_messages() -> None:
+    async with serving() as server:
+        c = await Client.open(server)
+        for _ in range(1000):  # each answered by an error event: 4x the event queue
+            await c.ws.send("{oops")
+        await c.ws.send('{"type":"say","id":"after","text":"still connected"}')
+        errors = 0
+        while True:
+            ev = await c.next(timeout=10)
+            if ev["type"] == "error":
+                assert ev["code"] == "bad_json"
+                errors += 1
+            if ev.get("id") == "after":
+                break
+        assert errors == 1000 and ev["state"] == "queued"
+        await c.ws.close()
+
+
+def test_synthesis_thread_yields_to_rendering() -> None:
+    from vlogger.runtime.pipeline import lower_thread_priority
+
+    seen: list[tuple[int, int]] = []
+
+    def run() -> None:
+        import os
+
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        assert lower_thread_priority(5)
+        seen.append((before, os.getpriority(os.PRIO_PROCESS, tid)))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    import os
+
+    assert seen and seen[0][1] == min(19, seen[0][0] + 5)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == seen[0][0]  # only that thread

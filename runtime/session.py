@@ -42,6 +42,8 @@ __all__ = ["AGENT_EVENTS", "Session", "ice_servers"]
 AGENT_EVENTS = frozenset({"user", "transcript", "utterance", "avatar", "connection"})
 
 _LOG = logging.getLogger(__name__)
+#: Text messages longer than this are parsed in a worker thread (an 8 MB one takes ~50 ms).
+_PARSE_ON_LOOP_CHARS = 64 * 1024
 
 
 def ice_servers(urls: list[str]) -> list[RTCIceServer]:
@@ -278,7 +280,11 @@ class Session:
             raise ProtocolError(exc.code, str(exc), utt.id) from exc
 
     async def _on_text(self, raw: str) -> None:
-        await self._dispatch(parse_message(raw, self.config.max_say_chars, self.config.max_sdp_bytes))
+        args = (raw, self.config.max_say_chars, self.config.max_sdp_bytes)
+        if len(raw) > _PARSE_ON_LOOP_CHARS:  # a photo or a junk megabyte: JSON and base64 off the loop
+            await self._dispatch(await asyncio.to_thread(parse_message, *args))
+        else:
+            await self._dispatch(parse_message(*args))
 
     # ---- attached agents ---------------------------------------------------------------------
     def attach(self, link: Any) -> None:

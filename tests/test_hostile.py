@@ -337,16 +337,18 @@ async def test_an_agent_flooding_audio_gets_audio_full_and_the_session_goes_on()
 
 # ---- admission --------------------------------------------------------------------------------------
 def test_capacity_is_the_measured_one() -> None:
-    assert session_capacity(256, cores=2) == 4  # benchmarks/realtime.py: 4 held 25 fps, 5 did not
-    assert session_capacity(512, cores=2) == 2
-    assert session_capacity(256, cores=4) == 8
-    assert session_capacity(2048, cores=2) == 1
-    assert session_capacity(64, cores=1) >= 2
+    # benchmarks/realtime.py on 2 cores: 2 held 25 fps at 256 px (3 did not), 1 at 512 (2 did not)
+    assert session_capacity(256, cores=2) == 2
+    assert session_capacity(512, cores=2) == 1
+    # more cores help until the server process (one GIL) is the limit
+    assert session_capacity(256, cores=8) == 3 and session_capacity(256, cores=64) == 3
+    assert session_capacity(512, cores=8) == 2
+    assert session_capacity(2048, cores=2) == 1 and session_capacity(2048, cores=1) == 1
 
 
 @run_async
 async def test_default_max_sessions_is_the_capacity_and_past_it_clients_get_server_busy() -> None:
-    async with serving() as server:
+    async with serving(max_sessions=None) as server:
         assert server.max_sessions == session_capacity(64)
         server.max_sessions = 2
         a, b = await Client.open(server), await Client.open(server)
@@ -449,3 +451,28 @@ def test_the_server_caps_malloc_arenas_on_glibc() -> None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc arenas are a glibc feature")
     assert limit_malloc_arenas(8)  # the process default on this machine's core count
+
+
+@run_async
+async def test_large_messages_are_parsed_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlogger.runtime import session as session_module
+
+    seen: list[tuple[int, str]] = []
+    original = session_module.parse_message
+
+    def spy(raw: str | bytes, *args: Any) -> Any:
+        seen.append((len(raw), threading.current_thread().name))
+        return original(raw, *args)
+
+    monkeypatch.setattr(session_module, "parse_message", spy)
+    async with serving() as server:
+        c = await Client.open(server)
+        junk = base64.b64encode(b"noface" + bytes(300_000)).decode()
+        ev = await c.error_for(json.dumps({"type": "avatar", "image": junk}))
+        assert ev["code"] == "bad_image"
+        ev = await c.error_for('{"type":"nope"}')
+        assert ev["code"] == "unknown_type"
+        await c.ws.close()
+    big = [name for n, name in seen if n > 100_000]
+    small = [name for n, name in seen if n < 100]
+    assert big and "MainThread" not in big and small == ["MainThread"]

@@ -33,6 +33,7 @@ from vlogger.runtime.server_config import ServerConfig
 @contextlib.asynccontextmanager
 async def serving(engines: FakeEngines | None = None, **cfg: Any) -> AsyncIterator[VloggerServer]:
     cfg.setdefault("loopback_ice", True)
+    cfg.setdefault("max_sessions", 16)  # fakes cost nothing: capacity is tested on its own
     server = VloggerServer(engines or FakeEngines(), ServerConfig(port=0, **cfg), version="test")
     await server.start()
     try:

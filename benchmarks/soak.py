@@ -353,46 +353,10 @@ async def wait_sessions(host: str, port: int, at_most: int, timeout: float) -> i
 
 
 # ---- a WebRTC client with a bearer token ----------------------------------------------------------
-@dataclass
-class AuthReceiver(Receiver):
-    """The project's :class:`Receiver`, sending ``Authorization: Bearer T`` on ``/ws`` when a token
-    is given (the Receiver itself sends no headers); without one it is the Receiver unchanged."""
-
-    token: str | None = None
-
-    async def connect(self, timeout: float = 15.0) -> None:
-        if not self.token:
-            await super().connect(timeout)
-            return
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-        from websockets.asyncio.client import connect
-
-        # the same steps as Receiver.connect, with the header
-        self.ws = await connect(
-            self.url, max_size=None, additional_headers=auth_headers(self.token), open_timeout=timeout
-        )
-        self._tasks.append(asyncio.ensure_future(self._read()))
-        self.session = await self.wait_event(lambda e: e["type"] == "session", timeout)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc = pc
-        for kind in ("video", "audio"):
-            self._watch_packets(pc.addTransceiver(kind, direction="recvonly").receiver, kind)
-
-        @pc.on("track")
-        def on_track(track: Any) -> None:
-            self._tasks.append(asyncio.ensure_future(self._consume(track)))
-
-        await pc.setLocalDescription(await pc.createOffer())
-        await self.send({"type": "offer", "sdp": pc.localDescription.sdp})
-        answer = await self.wait_event(lambda e: e["type"] in ("answer", "error"), timeout)
-        if answer["type"] == "error":
-            raise RuntimeError(f"offer refused: {answer}")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-
-    def is_open(self) -> bool:
-        from websockets.protocol import State
-
-        return self.ws is not None and self.ws.state is State.OPEN
+def auth_receiver(url: str, keep_frames: bool = True, token: str | None = None) -> Receiver:
+    """The project's :class:`Receiver`, sending ``Authorization: Bearer T`` on ``/ws`` when a
+    token is given."""
+    return Receiver(url, keep_frames=keep_frames, headers=auth_headers(token))
 
 
 @dataclass
@@ -401,7 +365,7 @@ class Talker:
     its own are unfinished), moves received frame arrival times out of the Receiver (so a long run
     keeps no pictures or audio) and tallies events."""
 
-    rx: AuthReceiver
+    rx: Receiver
     every: float
     offset: float = 0.0
     backlog: int = 2
@@ -497,7 +461,7 @@ async def _observe(cfg: ObserverConfig, conn: Any, stop: Any) -> None:
         for _ in range(100):
             if not running():
                 return
-            rx = AuthReceiver(url, keep_frames=False, token=cfg.token)
+            rx = auth_receiver(url, keep_frames=False, token=cfg.token)
             talker = Talker(rx, cfg.say_every, offset=1.0)
             try:
                 await rx.connect(15.0)
@@ -645,7 +609,7 @@ def fmt_num(x: float | None, spec: str = ".1f") -> str:
 async def run_soak(
     server: Server, observer: Observer, sessions: int, minutes: float, say_every: float, period_s: float
 ) -> dict[str, Any]:
-    rxs = [AuthReceiver(server.url(), keep_frames=False, token=server.token) for _ in range(sessions)]
+    rxs = [auth_receiver(server.url(), keep_frames=False, token=server.token) for _ in range(sessions)]
     for rx in rxs:  # one after another: the soak is about the steady state, not the opening rush
         await rx.connect(20.0)
     await asyncio.gather(*(rx.wait_media(20.0) for rx in rxs))
@@ -785,7 +749,7 @@ async def run_churn(server: Server, n: int) -> dict[str, Any]:
         problem = None
         try:
             if kind == "webrtc":
-                rx = AuthReceiver(server.url(), keep_frames=False, token=server.token)
+                rx = auth_receiver(server.url(), keep_frames=False, token=server.token)
                 try:
                     await rx.connect(20.0)
                     await rx.wait_media(20.0)

@@ -64,6 +64,8 @@ class Receiver:
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     video: list[ReceivedVideo] = field(default_factory=list)
     audio: list[ReceivedAudio] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra HTTP headers of the ``/ws`` request (e.g. ``Authorization: Bearer T``)."""
 
     def __post_init__(self) -> None:
         self.ws: Any = None
@@ -78,7 +80,9 @@ class Receiver:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
         from websockets.asyncio.client import connect
 
-        self.ws = await connect(self.url, max_size=None)
+        self.ws = await connect(
+            self.url, max_size=None, additional_headers=self.headers or None, open_timeout=timeout
+        )
         self._tasks.append(asyncio.ensure_future(self._read()))
         session = await self.wait_event(lambda e: e["type"] == "session", timeout)
         self.session = session

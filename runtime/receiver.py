@@ -199,6 +199,12 @@ class Receiver:
                 raise TimeoutError("no media arrived")
             await asyncio.sleep(0.05)
 
+    def is_open(self) -> bool:
+        """Whether the ``/ws`` socket is connected."""
+        from websockets.protocol import State
+
+        return self.ws is not None and self.ws.state is State.OPEN
+
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()

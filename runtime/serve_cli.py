@@ -54,7 +54,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="concurrent sessions (default: what this machine's cores hold at 25 fps at --size, "
-        "measured: 2 per core at 256 px, 1 at 512; more get server_busy)",
+        "on 2 cores: 2 at 256 px, 1 at 512; more get server_busy)",
     )
     s.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
     s.add_argument("--seed", type=int, default=0, help="seed of blinks, gaze and head motion")

@@ -272,7 +272,11 @@ class Pipeline:
         self._emit = emit
         self._avatar = avatar
         self._renderer = engines.make_renderer(avatar)
-        self._motion = engines.make_motion(seed)
+        try:
+            self._motion = engines.make_motion(seed)
+        except BaseException:  # a session that cannot start must not leave its render process
+            _close(self._renderer)
+            raise
         self._tts: Any = None
         self.ready = threading.Event()
         """Set once the voice is loaded (a ``say`` before it just waits)."""

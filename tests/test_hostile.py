@@ -476,3 +476,29 @@ async def test_large_messages_are_parsed_off_the_loop(monkeypatch: pytest.Monkey
     big = [name for n, name in seen if n > 100_000]
     small = [name for n, name in seen if n < 100]
     assert big and "MainThread" not in big and small == ["MainThread"]
+
+
+class BrokenMotionEngines(FakeEngines):
+    def __init__(self) -> None:
+        super().__init__()
+        self.renderers: list[Any] = []
+
+    def make_renderer(self, avatar: Any) -> DyingRenderer:
+        r = DyingRenderer(avatar, self.render_s)
+        self.renderers.append(r)
+        return r
+
+    def make_motion(self, seed: int) -> Any:
+        raise RuntimeError("no motion model today")
+
+
+@run_async
+async def test_a_session_that_cannot_start_says_so_and_frees_its_renderer() -> None:
+    engines = BrokenMotionEngines()
+    async with serving(engines) as server:
+        ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
+        ev = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert ev["code"] == "internal" and "no motion model today" in ev["message"]
+        assert not server.sessions and engines.renderers and engines.renderers[0].closed.is_set()
+        status, _, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{server.port}/healthz")
+        assert status == 200

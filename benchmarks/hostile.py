@@ -71,6 +71,7 @@ from soak import (
     Observer,
     ObserverConfig,
     Server,
+    add_rss_cap_argument,
     auth_headers,
     fmt_num,
     http_raw,
@@ -447,13 +448,21 @@ async def case_six_at_once(ctx: Ctx, _: Any) -> Outcome:
     return Outcome(answer, ok, {"first_event_ms": waits, "kinds": dict(kinds)})
 
 
-async def case_sdp_huge(ctx: Ctx, message: str) -> Outcome:
+async def _one_big_message(
+    ctx: Ctx, message: str, timeout: float, replies: tuple[str, ...]
+) -> tuple[Reply, float]:
+    """Send ``message`` on a fresh session; the reply of one of ``replies`` and how long it took."""
     ws = await ctx.session()
     t = time.monotonic()
     await ws.send(message)
-    reply = await collect(ws, 30.0, lambda e: e.get("type") in ("answer", "error"))
+    reply = await collect(ws, timeout, lambda e: e.get("type") in replies)
     took = time.monotonic() - t
     await ws.close()
+    return reply, took
+
+
+async def case_sdp_huge(ctx: Ctx, message: str) -> Outcome:
+    reply, took = await _one_big_message(ctx, message, 30.0, ("answer", "error"))
     ok = reply.codes()["bad_sdp"] >= 1 and not reply.closed
     return Outcome(
         f"{reply.describe()} after {took:.2f} s",
@@ -600,12 +609,7 @@ async def case_pcm_odd_48k(ctx: Ctx, _: Any) -> Outcome:
 
 
 async def case_png_bomb(ctx: Ctx, message: str) -> Outcome:
-    ws = await ctx.session()
-    t = time.monotonic()
-    await ws.send(message)
-    reply = await collect(ws, 60.0, lambda e: e.get("type") in ("avatar", "error"))
-    took = time.monotonic() - t
-    await ws.close()
+    reply, took = await _one_big_message(ctx, message, 60.0, ("avatar", "error"))
     return Outcome(
         f"{reply.describe()} after {took:.1f} s",
         reply.codes()["bad_image"] == 1,
@@ -1060,12 +1064,7 @@ def main() -> int:
         default=30.0,
         help="longest wait for the neighbour to recover after a case; then the server restarts (default 30)",
     )
-    ap.add_argument(
-        "--rss-cap-mb",
-        type=float,
-        default=None,
-        help="kill the server when its RSS (with workers) passes this (default: 1/4 of RAM, at most 8 GB)",
-    )
+    add_rss_cap_argument(ap)
     ap.add_argument("--out", default="hostile", help="name of the JSON and PNG in benchmarks/results/")
     args = ap.parse_args()
     if args.list:

@@ -898,7 +898,7 @@ def _print_summary(soak: dict[str, Any] | None, churn: dict[str, Any] | None) ->
             f"  errors {s['errors']}{' ' + str(s['error_codes']) if s['error_codes'] else ''} (target 0); "
             "sessions lost "
             f"{s['sessions_lost']}; utterances done {s['utterances_done']} of {s['said']} said "
-            f"({s['skipped']} skipped: two still unfinished)"
+            f"({s['skipped']} not said because two were still unfinished)"
         )
         print(
             f"  /healthz p99 of the worst minute {fmt_num(s['lag_p99_ms_worst_minute'])} ms; CPU server "
@@ -920,6 +920,16 @@ def _print_summary(soak: dict[str, Any] | None, churn: dict[str, Any] | None) ->
         print(f"  pass: {c['pass']}")
 
 
+def add_rss_cap_argument(ap: argparse.ArgumentParser) -> None:
+    """``--rss-cap-mb``, shared with hostile.py: a server past it is killed, not the machine."""
+    ap.add_argument(
+        "--rss-cap-mb",
+        type=float,
+        default=None,
+        help="kill the server when its RSS (with workers) passes this (default: 1/4 of RAM, at most 8 GB)",
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=4, help="concurrent WebRTC sessions (default 4)")
@@ -929,12 +939,7 @@ def main() -> int:
     ap.add_argument("--churn", type=int, default=0, help="sessions to open and close one by one (default 0)")
     ap.add_argument("--period-s", type=float, default=60.0, help="seconds per reported row (default 60)")
     ap.add_argument("--token", default=None, help="bearer token for the server and every socket")
-    ap.add_argument(
-        "--rss-cap-mb",
-        type=float,
-        default=None,
-        help="kill the server when its RSS (with workers) passes this (default: 1/4 of RAM, at most 8 GB)",
-    )
+    add_rss_cap_argument(ap)
     ap.add_argument("--out", default="soak", help="name of the JSON and PNG in benchmarks/results/")
     args = ap.parse_args()
     if args.sessions < 1 or args.minutes < 0 or args.churn < 0 or args.period_s < 5 or args.say_every <= 0:

@@ -128,6 +128,8 @@ class _Worker:
         child.close()
         self.hello = False
         """Whether the process said it finished importing (its first message)."""
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
     def recv(self, timeout: float) -> tuple[str, Any]:
         """The process's next message (``WorkerError`` if it dies, goes away or takes too long)."""
@@ -153,6 +155,12 @@ class _Worker:
         self.hello = True
 
     def stop(self, timeout: float) -> None:
+        """Stop the process; safe to call twice and from two threads (the pool closing while
+        its filler thread gives up on the same starting worker)."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         try:
             self.conn.send(("stop", None))
         except (BrokenPipeError, OSError):

@@ -97,3 +97,28 @@ def test_pool_keeps_a_spare_started_and_closes_it(pool) -> None:
     assert not worker.process.is_alive() and not refill.process.is_alive()
     with pytest.raises(WorkerError, match="closed"):
         pool.take()
+
+
+def test_stopping_a_worker_twice_from_two_threads_is_safe() -> None:
+    import threading
+
+    from vlogger.runtime.render_worker import _Worker
+
+    pool = WorkerPool(spare=0)
+    worker = _Worker(pool._ctx, 1)
+    worker.wait_hello(60.0)
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            worker.stop(2.0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not worker.process.is_alive()
+    pool.close()

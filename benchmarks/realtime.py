@@ -81,7 +81,7 @@ def _family(pid: int) -> set[int]:
     return family
 
 
-def start_server(size: int) -> tuple[subprocess.Popen[str], str]:
+def start_server(size: int, motion: str | None = None) -> tuple[subprocess.Popen[str], str]:
     cmd = [
         sys.executable,
         "-m",
@@ -96,7 +96,7 @@ def start_server(size: int) -> tuple[subprocess.Popen[str], str]:
         "8",
         "--log-level",
         "warning",
-    ]
+    ] + (["--motion", motion] if motion else [])
     proc = subprocess.Popen(
         cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "GLOG_minloglevel": "2"}
     )
@@ -192,14 +192,17 @@ def piper_first_chunk_ms() -> float:
     return statistics.median(times)
 
 
-def model_lag_ms(size: int) -> float:
+def model_lag_ms(size: int, motion: str | None = None) -> float:
     """Lag of the motion model's mouth behind the audio, on the stream clock (no transport)."""
     from vlogger.engines.avatar.metrics import mouth_opening
     from vlogger.engines.tts import PiperTTS
     from vlogger.runtime.config import VloggerConfig
     from vlogger.runtime.pipeline import RealEngines
 
-    engines = RealEngines(VloggerConfig(), size=size)
+    config = VloggerConfig()
+    if motion:
+        config.motion_engine = motion
+    engines = RealEngines(config, size=size)
     avatar = engines.load_avatar(None)
     tts = PiperTTS()
     lags = []
@@ -257,16 +260,18 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--utterances", type=int, default=2)
+    ap.add_argument("--motion", default=None, help="the server's --motion (default: its default engine)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (realtime<tag>.json)")
     args = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
     RESULTS.mkdir(exist_ok=True)
 
     print("piper first-chunk latency ...", file=sys.stderr)
     piper_ms = piper_first_chunk_ms()
-    lag_ms = model_lag_ms(256)
+    lag_ms = model_lag_ms(256, args.motion)
     results: list[dict[str, Any]] = []
     for size in args.sizes:
-        proc, url = start_server(size)
+        proc, url = start_server(size, args.motion)
         try:
             for n in args.sessions:
                 print(f"{size} px, {n} session(s) ...", file=sys.stderr)
@@ -316,9 +321,10 @@ def main() -> int:
         "results": results,
         "command": " ".join(sys.argv),
     }
-    (RESULTS / "realtime.json").write_text(json.dumps(out, indent=2))
-    plot(results, piper_ms, RESULTS / "realtime.png")
-    print(f"wrote {RESULTS / 'realtime.json'} and realtime.png", file=sys.stderr)
+    out["motion"] = args.motion or "server default"
+    (RESULTS / f"realtime{args.tag}.json").write_text(json.dumps(out, indent=2))
+    plot(results, piper_ms, RESULTS / f"realtime{args.tag}.png")
+    print(f"wrote {RESULTS / f'realtime{args.tag}.json'} and realtime{args.tag}.png", file=sys.stderr)
     return 0
 
 

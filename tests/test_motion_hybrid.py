@@ -32,6 +32,21 @@ def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.15 * env * (voice + 0.3 * rng.standard_normal(len(t)))).astype(np.float32)
 
 
+def _speech(seconds: float) -> np.ndarray:
+    """Real speech of the packaged piper voice, 16 kHz, cut or padded to ``seconds`` (the learned
+    mouth's speech gate closes it on buzzes that are not speech)."""
+    from scipy.signal import resample_poly
+
+    from vlogger.engines.tts import PiperTTS
+
+    chunks = list(
+        PiperTTS().synthesize("Okay, so we walked along the river and talked about the weather for a while.")
+    )
+    x = resample_poly(np.concatenate([c.pcm for c in chunks]), RATE, chunks[0].sample_rate).astype(np.float32)
+    n = round(seconds * RATE)
+    return np.concatenate([x, np.zeros(max(0, n - len(x)), np.float32)])[:n]
+
+
 def _phonemes(start: float, end: float) -> list[PhonemeTiming]:
     """A made-up ARPAbet timeline tiling [start, end): open vowels between closures."""
     cycle = ["M", "AA", "B", "IY", "P", "OW"]
@@ -62,7 +77,7 @@ def _chunks(pcm: np.ndarray, phonemes: list[PhonemeTiming], chunk_s: float = 0.2
 
 
 def test_phonemes_drive_the_mouth_where_they_reach_and_the_network_elsewhere() -> None:
-    pcm = _speechlike(4.0)
+    pcm = _speech(4.0)
     chunks = _chunks(pcm, _phonemes(0.4, 1.8))  # speech from 0 to 4 s, timings only for 0.4-1.8 s
     hybrid = _run(HybridMotionEngine(seed=3), chunks, 4.0)
     teacher = _run(PhonemeMotionEngine(TeacherConfig(mode="phonemes"), seed=3), chunks, 4.0)

@@ -154,6 +154,7 @@ def test_streamed_output_equals_offline_causal_rollout(rho: float) -> None:
     cfg = NetworkConfig(
         model_path=MODEL,
         eyes="network",
+        mouth="network",  # the diffusion network's own mouth (the read-out's: the next test)
         noise_correlation=rho,
         mouth_noise_correlation=rho / 2,
         mouth_noise_scale=1 - rho / 2,
@@ -171,6 +172,22 @@ def test_streamed_output_equals_offline_causal_rollout(rho: float) -> None:
     got = np.stack([_vec(f) for f in frames[:n]])
     np.testing.assert_allclose(got[:, 15:], ref[:, 15:], atol=1e-4)  # head and body as generated
     np.testing.assert_allclose(got[:, :13], np.clip(ref[:, :13], 0, 1), atol=1e-4)
+
+
+@needs_model
+def test_streamed_readout_mouth_equals_offline_readout() -> None:
+    """With the learned mouth (the default), the mouth channels are the read-out of the same
+    features computed offline; head and body are still the diffusion network's."""
+    from vlogger.engines.motion.mouth import MouthReadout, load_mouth_model
+
+    eng = NetworkMotionEngine(NetworkConfig(model_path=MODEL), seed=5)
+    x = _speechlike(1.2, rate=16000)
+    frames = _stream(eng, x, 16000, chunk_s=0.13)
+    n = 24
+    feats = offline_features(x, n, eng.feature_config)
+    ref = MouthReadout(load_mouth_model()).offline(feats)
+    got = np.stack([f.expression[:9] for f in frames[:n]])
+    np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
 @needs_model

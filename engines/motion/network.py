@@ -9,6 +9,10 @@ batch of 2). The previous frame's cache entry is computed in the same call as th
 (2 tokens), so a frame costs exactly ``steps`` calls. Memory is constant: the cache has a fixed
 size and the audio kept is bounded. Where no audio is pushed the network runs on silence (idle).
 
+Mouth: with ``mouth="readout"`` (the default) the 9 mouth channels come from the read-out trained
+on real speakers (:mod:`vlogger.engines.motion.mouth`, on the same features); with
+``mouth="network"`` the diffusion network's own (learned from the phoneme generator) are used.
+
 Blinks and gaze: with ``eyes="procedural"`` (the default) the teacher's blink and gaze processes
 (:mod:`vlogger.engines.motion.procedural`) replace the network's eye channels; with
 ``eyes="network"`` the network's own are used.
@@ -35,6 +39,7 @@ from vlogger.engines.motion.features import (
     StreamResampler,
     load_whisper_encoder,
 )
+from vlogger.engines.motion.mouth import MouthModel, MouthReadout, load_mouth_model
 from vlogger.engines.motion.procedural import BlinkProcess, GazeProcess, SpeechActivity
 from vlogger.engines.motion.sampler import DDIMSampler
 from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES, HEAD_DIMS, AudioChunk, MotionFrame
@@ -92,6 +97,12 @@ class NetworkConfig:
     """onnxruntime intra-op threads."""
     eyes: str = "procedural"
     """``"procedural"``: blinks and gaze from the teacher's processes; ``"network"``: the model's."""
+    mouth: str = "readout"
+    """``"readout"``: the mouth read-out trained on real speakers (speaker-disjoint lip sync r 0.6+
+    vs 0.4 for the network's own mouth, ``benchmarks/lipsync.py``); ``"network"``: the diffusion
+    network's mouth channels (trained on the phoneme generator's targets)."""
+    mouth_model_path: str | Path | None = None
+    """ONNX mouth read-out; ``None`` = the packaged ``engines/motion/assets/mouth_readout.onnx``."""
     speech_threshold_db: float = -38.0
     """Frame loudness (dBFS) above which a frame counts as speech (flag, gaze and blink timing)."""
 
@@ -100,6 +111,8 @@ class NetworkConfig:
             raise InputError(f"NetworkConfig.steps must be >= 1, not {self.steps}")
         if self.eyes not in ("procedural", "network"):
             raise InputError(f"NetworkConfig.eyes must be 'procedural' or 'network', not {self.eyes!r}")
+        if self.mouth not in ("readout", "network"):
+            raise InputError(f"NetworkConfig.mouth must be 'readout' or 'network', not {self.mouth!r}")
         if not (self.guidance >= 0 and math.isfinite(self.guidance)):
             raise InputError(f"NetworkConfig.guidance must be a finite number >= 0, not {self.guidance!r}")
         if not 0.0 <= self.mouth_noise_scale <= 1.0:
@@ -278,6 +291,8 @@ class MotionModels:
     """The model file these were loaded from (checked against an engine's config)."""
     threads: int
     """Intra-op threads both were loaded with."""
+    mouth: MouthModel | None = None
+    """The mouth read-out (``NetworkConfig.mouth == "readout"``), or ``None``."""
 
 
 def load_motion_models(config: NetworkConfig | None = None, parallel: int = 1) -> MotionModels:
@@ -288,7 +303,17 @@ def load_motion_models(config: NetworkConfig | None = None, parallel: int = 1) -
     fc = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
     whisper = load_whisper_encoder(fc, parallel) if fc.kind == "whisper" else None
     path = str(cfg.model_path) if cfg.model_path is not None else str(_default_model_path())
-    return MotionModels(session=sess, meta=meta, whisper=whisper, path=path, threads=int(cfg.threads))
+    mouth = None
+    if cfg.mouth == "readout":
+        mouth = load_mouth_model(cfg.mouth_model_path, cfg.threads)
+        if fc.kind != "whisper" or mouth.lookahead_frames != fc.lookahead_frames:
+            raise InputError(
+                f"the mouth read-out {mouth.path!r} reads Whisper features with {mouth.lookahead_frames} "
+                f"frames of lookahead; the motion network's are {fc.kind} with {fc.lookahead_frames}"
+            )
+    return MotionModels(
+        session=sess, meta=meta, whisper=whisper, path=path, threads=int(cfg.threads), mouth=mouth
+    )
 
 
 class NetworkMotionEngine:
@@ -313,7 +338,14 @@ class NetworkMotionEngine:
             cfg.model_path if cfg.model_path is not None else _default_model_path()
         ):
             raise ValueError("the shared motion models were loaded for another model path or thread count")
+        if (cfg.mouth == "readout") != (models.mouth is not None) or (
+            models.mouth is not None
+            and cfg.mouth_model_path is not None
+            and models.mouth.path != str(cfg.mouth_model_path)
+        ):
+            raise ValueError("the shared motion models were loaded for another mouth setting")
         self._models = models
+        self._mouth = MouthReadout(models.mouth) if models.mouth is not None else None
         sess, meta = models.session, models.meta
         self.meta = meta
         self.feature_config = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
@@ -476,6 +508,8 @@ class NetworkMotionEngine:
         self._prev = (x0, feat)
         self._next_index += 1
         m = x0 * self._std + self._mean
+        if self._mouth is not None:
+            m[MOUTH] = self._mouth.step(feat)
         return self._to_frame(i, m)
 
     def _to_frame(self, i: int, m: np.ndarray) -> MotionFrame:

@@ -1,6 +1,7 @@
 """Real talking-head clips -> motion targets fitted from their own landmarks (corpus ``clips``).
 
-For each clip with sound in ``../shared/data/video``: decode the video (PyAV), run mediapipe
+For each clip with sound in ``../shared/data/video`` and ``../shared/data/real`` (:func:`clip_paths`;
+speakers named by :func:`speaker_of`, for speaker-disjoint folds): decode the video (PyAV), run mediapipe
 FaceMesh (478 points, tracking mode) on every frame, resample the landmarks to 25 fps BY
 TIMESTAMPS (linear interpolation; frames far from any detection are filled from the nearest),
 take the most neutral frame (mouth closed, eyes open) as the clip's avatar and build its
@@ -64,8 +65,10 @@ __all__ = [
     "RigFitter",
     "avatar_fit_from_landmarks",
     "build_clips",
+    "clip_paths",
     "main",
     "read_clip_landmarks",
+    "speaker_of",
     "to_pixel_landmarks",
 ]
 
@@ -417,6 +420,21 @@ def _default_data() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
+def clip_paths(data: Path) -> list[Path]:
+    """The real talking clips: ``video/*.mp4`` (the four with sound are used) and ``real/*.mp4``."""
+    return sorted((data / "video").glob("*.mp4")) + sorted((data / "real").glob("*.mp4"))
+
+
+def speaker_of(clip: str) -> str:
+    """The speaker id of a clip name: ``real/`` clips are ``<source>_<speaker>_<nn>`` (``CARD.md``:
+    clips of one person share the id, across sources: ``styletalk_obama_01`` and
+    ``edtalk_obama_01`` are one speaker); the ``video/`` clips are one speaker each."""
+    parts = clip.split("_")
+    if len(parts) == 3 and parts[0] in ("grid", "pcavs", "styletalk", "edtalk") and parts[2].isdigit():
+        return parts[1]
+    return clip
+
+
 def build_clips(data: Path, out: Path, config: ClipConfig | None = None, reuse: bool = True) -> dict:
     """One shard per clip (``shard-00000.npz`` ...: leave-one-clip-out by shard) + manifest.
     ``reuse``: take the 25 fps landmarks from an earlier run's ``<clip>.landmarks25.npz``."""
@@ -425,7 +443,7 @@ def build_clips(data: Path, out: Path, config: ClipConfig | None = None, reuse: 
 
     cv2.setNumThreads(1)
     out.mkdir(parents=True, exist_ok=True)
-    clips = sorted((data / "video").glob("*.mp4"))
+    clips = clip_paths(data)
     manifest: dict = {
         "version": CORPUS_VERSION,
         "kind": "real_clips",
@@ -439,8 +457,8 @@ def build_clips(data: Path, out: Path, config: ClipConfig | None = None, reuse: 
         "reports": [],
     }
     k = 0
-    for path in clips:
-        print(f"fitting {path.name} ...", flush=True)
+    for n_done, path in enumerate(clips):
+        print(f"[{n_done + 1}/{len(clips)}] fitting {path.name} ...", flush=True)
         cache = out / f"{path.stem}.landmarks25.npz"
         item, report, arrays = fit_clip(path, config, cache if reuse else None)
         manifest["reports"].append(report)
@@ -465,6 +483,7 @@ def build_clips(data: Path, out: Path, config: ClipConfig | None = None, reuse: 
                 "index": k,
                 "items": 1,
                 "clip": path.stem,
+                "speaker": speaker_of(path.stem),
                 "seconds_audio": round(item.duration, 2),
                 "frames": item.n_frames,
                 "sources": {"clip": 1},
@@ -484,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--include-silent", action="store_true", help="also store silent clips (weight 0)")
     ap.add_argument("--refresh", action="store_true", help="run FaceMesh again (ignore cached landmarks)")
     args = ap.parse_args(argv)
-    if not (args.data / "video").is_dir():
-        print(f"skipped: no real clips at {args.data / 'video'} (set VLOGGER_SHARED_DATA or --data)")
+    if not clip_paths(args.data):
+        print(f"skipped: no real clips under {args.data} (set VLOGGER_SHARED_DATA or --data)")
         return 0
     m = build_clips(
         args.data, args.out, ClipConfig(include_silent=args.include_silent), reuse=not args.refresh

@@ -8,6 +8,7 @@ import numpy as np
 __all__ = [
     "barycentric_affines",
     "clip_into_polygon",
+    "UPPER_LANDMARKS",
     "eye_chains",
     "local_frame",
     "similarity",
@@ -49,11 +50,18 @@ def barycentric_affines(tri: np.ndarray) -> np.ndarray:
     return np.stack([a, b, c, d, e, f], axis=1)
 
 
+#: Landmarks that lie on an upper chain: the upper inner lip's middle, the upper lids' middles.
+UPPER_LANDMARKS = (13, 159, 386)
+
+
 def eye_chains(contour: np.ndarray, pts: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Split an ordered eye contour into (corner_a, corner_b, upper chain, lower chain).
 
     Corners are the extremes along the contour's main axis; chains run from corner_a to corner_b
-    (corners excluded); "upper" is the chain with the smaller mean y.
+    (corners excluded); "upper" is the chain holding a known upper landmark (13: the upper inner
+    lip; 159 / 386: the upper lids), else the one with the smaller mean y. The mean y alone is a coin
+    toss when the lips or lids touch (a closed mouth in the photo): swapped chains made the mouth
+    gap read negative and the mouth interior was never drawn.
     """
     p = pts[contour].astype(np.float64)
     c = p - p.mean(axis=0)
@@ -66,7 +74,11 @@ def eye_chains(contour: np.ndarray, pts: np.ndarray) -> tuple[int, int, np.ndarr
     fwd = [contour[(ia + k) % n] for k in range(1, (ib - ia) % n)]
     back = [contour[(ia - k) % n] for k in range(1, (ia - ib) % n)]
     one, other = np.asarray(fwd, np.int64), np.asarray(back, np.int64)
-    if pts[one, 1].mean() > pts[other, 1].mean():
+    known = [k for k in UPPER_LANDMARKS if k in one or k in other]
+    if known:
+        if known[0] in other:
+            one, other = other, one
+    elif pts[one, 1].mean() > pts[other, 1].mean():
         one, other = other, one
     return int(contour[ia]), int(contour[ib]), one, other
 

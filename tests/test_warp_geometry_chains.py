@@ -21,5 +21,5 @@ def test_touching_lips_keep_the_upper_chain_upper() -> None:
         # upper lip, `shift` px below (or above, for a negative shift)
         for u, lo in zip(upper_ref, lower_ref, strict=False):
             f[lo, :2] = f[u, :2] + [0.0, shift]
-        ca, cb, upper, lower = eye_chains(contour, f)
+        _, _, upper, lower = eye_chains(contour, f)
         assert 13 in upper and 14 in lower

@@ -142,7 +142,10 @@ def test_load_avatar_sizes_and_errors(cache_dir: Path, tmp_path: Path, portrait:
     av = load_avatar(wide, height=256, cache=False)
     assert av.image.shape == (256, 448, 3) and av.width % 2 == 0
     assert av.fit.camera.cx == 224 and av.fit.camera.cy == 128
-    assert np.abs(av.neutral().face - av.fit.face[:, :2]).max() < 1e-3
+    # the rig sits on the fitted landmarks; at rest the (smiling, open) mouth is closed
+    assert np.abs(av.rig.photo_face - av.fit.face[:, :2]).max() < 1e-3
+    assert np.abs(av.neutral().face - av.rig.rest_face).max() < 1e-3
+    assert mouth_opening(av.fit.face) > 0.08 and mouth_opening(av.neutral().face) < 0.01
     fake = tmp_path / "holiday.png"
     fake.write_text("not really a picture")
     with pytest.raises(InputError, match=r"holiday\.png"):

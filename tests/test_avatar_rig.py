@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from vlogger.engines.avatar import DEFAULT_PORTRAIT, Fitter, Rig
 from vlogger.engines.avatar.image import load_image
 from vlogger.engines.avatar.metrics import eye_openness, face_width, mouth_opening
-from vlogger.engines.avatar.rig import rotation_from_6d, rotation_to_6d
+from vlogger.engines.avatar.rig import RigConfig, rotation_from_6d, rotation_to_6d
 from vlogger.engines.avatar.topology import face_topology
 from vlogger.engines.avatar.types import AvatarFit
 from vlogger.engines.types import EXPRESSION_NAMES, MotionFrame
@@ -27,7 +27,14 @@ def fit() -> Iterator[AvatarFit]:
 
 @pytest.fixture(scope="module")
 def rig(fit: AvatarFit) -> Rig:
+    """The default rig: the portrait (smiling, lips apart) rests with closed lips."""
     return Rig(fit)
+
+
+@pytest.fixture(scope="module")
+def photo_rig(fit: AvatarFit) -> Rig:
+    """The rig whose rest is the photo's own face (its mouth open): fields on the photo's geometry."""
+    return Rig(fit, RigConfig(closed_rest=False))
 
 
 def frame(**coefs: float) -> MotionFrame:
@@ -42,13 +49,32 @@ def moved(rig: Rig, f: MotionFrame) -> np.ndarray:
     return np.flatnonzero(np.any(rig.pose(f).face != rest, axis=1))
 
 
-def test_neutral_frame_gives_the_fitted_landmarks(rig: Rig, fit: AvatarFit) -> None:
-    posed = rig.pose(MotionFrame.neutral(index=7, pts=0.28))
+def test_neutral_frame_gives_the_fitted_landmarks(rig: Rig, photo_rig: Rig, fit: AvatarFit) -> None:
+    # with the photo as the rest, a neutral frame gives back the fitted landmarks
+    posed = photo_rig.pose(MotionFrame.neutral(index=7, pts=0.28))
     assert posed.index == 7 and posed.pts == 0.28
     assert posed.face.shape == (478, 2) and posed.face.dtype == np.float32
     assert np.abs(posed.face - fit.face[:, :2]).max() < 1e-3
     assert np.abs(posed.body - fit.body).max() < 1e-3
     assert np.allclose(posed.head_rotation, np.eye(3))
+    assert mouth_opening(posed.face) > 0.08  # the portrait's lips are apart
+    # the default rig rests with closed lips: only the mouth and jaw differ from the photo
+    assert not np.any(photo_rig.rest_expression)
+    assert np.any(rig.rest_expression) and np.array_equal(rig.photo_expression, fit.expression)
+    assert np.abs(rig.photo_face - fit.face[:, :2]).max() < 1e-3
+    rest = rig.pose(MotionFrame.neutral(index=7, pts=0.28))
+    assert rest.index == 7 and rest.face.dtype == np.float32
+    assert np.abs(rest.face - rig.rest_face).max() < 1e-3
+    assert mouth_opening(rest.face) < 0.01
+    # the body stays on the photo, but for the mouth keypoints (9, 10), which follow the lips
+    body = np.r_[0:9, 11 : len(fit.body)]
+    assert np.abs(rest.body[body] - fit.body[body]).max() < 1e-3
+    assert np.allclose(rest.head_rotation, np.eye(3))
+    changed = np.flatnonzero(np.abs(rest.face - fit.face[:, :2]).max(axis=1) > 1e-3)
+    d = face_width(fit.face)
+    assert changed.size > 0
+    assert np.all(fit.face[changed, 1] > fit.face[[33, 263], 1].mean() + 0.2 * d)  # mouth and cheeks
+    assert not set(changed.tolist()) & (IRIS | {1, 33, 263, 10})
 
 
 def _region(rig: Rig) -> dict[str, set[int]]:
@@ -111,13 +137,22 @@ NEVER = {  # landmarks a coefficient must leave exactly where they are
 }
 
 
+#: On a closed rest the inner lips already touch: lip press only thins the lips (0, 17 move in).
+CLOSED_CORE = {"lip_press": {0, 17}}
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["photo_rest", "closed_rest"])
 @pytest.mark.parametrize("name", EXPRESSION_NAMES)
-def test_each_coefficient_moves_only_its_own_landmarks(rig: Rig, name: str) -> None:
+def test_each_coefficient_moves_only_its_own_landmarks(
+    rig: Rig, photo_rig: Rig, name: str, closed: bool
+) -> None:
+    rig = rig if closed else photo_rig
     region = _region(rig)
+    core = CLOSED_CORE.get(name, CORE[name]) if closed else CORE[name]
     values = [1.0, -1.0] if name.startswith("gaze") else [1.0, 0.5]
     for v in values:
         ids = set(moved(rig, frame(**{name: v})).tolist())
-        assert CORE[name] <= ids, f"{name}={v} leaves {CORE[name] - ids} still"
+        assert core <= ids, f"{name}={v} leaves {core - ids} still"
         assert ids <= region[name], f"{name}={v} moves {sorted(ids - region[name])[:10]} outside its region"
         assert not ids & NEVER.get(name, set()), f"{name}={v} moves {sorted(ids & NEVER[name])}"
         # exactly still: the others are bit-identical to the rest pose, and the support matches
@@ -139,7 +174,9 @@ def test_jaw_open_opens_the_mouth_by_about_0_4_mouth_widths(rig: Rig) -> None:
     assert drops[0] > drops[2] > drops[4] >= 0
 
 
-def test_lip_shapes(rig: Rig) -> None:
+def test_lip_shapes(rig: Rig, photo_rig: Rig) -> None:
+    # the shapes on the photo's own (open) mouth
+    rig, closed_rig = photo_rig, rig
     rest = rig.pose(MotionFrame.neutral()).face
     width = lambda f: float(np.linalg.norm(f[291] - f[61]))  # noqa: E731
     pucker = rig.pose(frame(lip_pucker=1.0)).face
@@ -161,6 +198,14 @@ def test_lip_shapes(rig: Rig) -> None:
     down = rig.pose(frame(lower_lip_down=1.0)).face
     assert up[13, 1] < rest[13, 1] - 1 and up[14, 1] == rest[14, 1]
     assert down[14, 1] > rest[14, 1] + 1 and down[152, 1] == rest[152, 1]
+    # on the default (closed) rest, lip press keeps the lips closed and thins them
+    rest = closed_rig.pose(MotionFrame.neutral()).face
+    press = closed_rig.pose(frame(lip_press=1.0)).face
+    assert mouth_opening(rest) < 0.01 and mouth_opening(press) < 0.01
+    assert np.linalg.norm(press[0] - press[17]) < np.linalg.norm(rest[0] - rest[17]) - 1
+    # and opening shapes open it from closed
+    for name in ("lip_funnel", "upper_lip_up", "lower_lip_down"):
+        assert mouth_opening(closed_rig.pose(frame(**{name: 1.0})).face) > 0.05
 
 
 def test_smile_lifts_and_widens_one_corner(rig: Rig) -> None:

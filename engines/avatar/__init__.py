@@ -73,7 +73,8 @@ class Avatar:
         return int(self.image.shape[1])
 
     def neutral(self) -> PosedFrame:
-        """The photo's own pose (``rig.pose(MotionFrame.neutral())``)."""
+        """The rest pose (``rig.pose(MotionFrame.neutral())``): the photo's head and body, with
+        closed lips and a neutral mouth when ``RigConfig.closed_rest`` is on (the default)."""
         return self.rig.pose(MotionFrame.neutral())
 
 

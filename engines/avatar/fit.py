@@ -17,6 +17,10 @@ Camera. A pinhole with the principal point at the image centre and a field of vi
 frame, a typical portrait. Landmarks are placed in 3D at depth ``focal + z`` (z: mediapipe's
 relative depth in pixels), so that at the face's depth one unit is one pixel and projecting them
 gives back the fitted pixels exactly.
+
+Mouth expression. The photo's own mouth (lips apart mid-speech, a smile) is read as coefficients of
+the rig's mouth channels (``AvatarFit.expression``, see ``rest.py``), so the rig can rest with
+closed lips.
 """
 
 from __future__ import annotations
@@ -297,7 +301,7 @@ class Fitter:
         camera = default_camera(w, h, cfg.fov_deg)
         rot, center, _ = head_frame(backproject(face, camera), cfg.head_pivot)
         body, visible = self._body(det, pose, face, sx, sy, w, h)
-        return AvatarFit(
+        fit = AvatarFit(
             face=face.astype(np.float32),
             body=body.astype(np.float32),
             body_visible=visible,
@@ -306,6 +310,10 @@ class Fitter:
             camera=camera,
             image_hash=image_hash,
         )
+        from vlogger.engines.avatar.rig import photo_expression  # the rig imports this module
+
+        fit.expression = photo_expression(fit)
+        return fit
 
     def _body(
         self,

@@ -15,10 +15,14 @@ import numpy as np
 from vlogger.engines.avatar.fit import FitConfig
 from vlogger.engines.avatar.types import AvatarFit, Camera
 from vlogger.engines.cache import atomic_write_bytes, cache_dir
+from vlogger.engines.types import EXPRESSION_NAMES
 
 __all__ = ["fit_cache_key", "fit_cache_path", "load_cached_fit", "save_fit"]
 
-_FORMAT = 1
+#: Version of the stored fit: part of the key, and checked on load. 2: fits carry the photo's mouth
+#: expression (``AvatarFit.expression``); bump it whenever what a fit holds or how it is computed
+#: (fitting, the mouth estimate in rest.py or the default expression fields) changes.
+_FORMAT = 2
 
 
 def fit_cache_key(image_hash: str, config: FitConfig, width: int, height: int) -> str:
@@ -45,6 +49,7 @@ def save_fit(key: str, fit: AvatarFit, root: Path | None = None) -> Path:
         head_center=fit.head_center,
         camera=np.array([fit.camera.focal, fit.camera.cx, fit.camera.cy], dtype=np.float64),
         image_hash=np.array(fit.image_hash),
+        expression=np.asarray(fit.expression, dtype=np.float32),
     )
     path = fit_cache_path(key, root)
     atomic_write_bytes(path, buf.getvalue())
@@ -69,9 +74,12 @@ def load_cached_fit(key: str, root: Path | None = None) -> AvatarFit | None:
                 head_center=np.asarray(d["head_center"], dtype=np.float32),
                 camera=Camera(focal=float(cam[0]), cx=float(cam[1]), cy=float(cam[2])),
                 image_hash=str(d["image_hash"]),
+                expression=np.asarray(d["expression"], dtype=np.float32),
             )
     except Exception:
         return None
     if fit.face.shape != (478, 3) or fit.body.shape != (75, 2) or not np.isfinite(fit.face).all():
+        return None
+    if fit.expression.shape != (len(EXPRESSION_NAMES),) or not np.isfinite(fit.expression).all():
         return None
     return fit

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from vlogger.engines.types import EXPRESSION_NAMES
 
 __all__ = ["AvatarFit", "Camera", "PosedFrame"]
 
@@ -39,6 +41,11 @@ class AvatarFit:
     """The perspective camera assumed for the photo."""
     image_hash: str
     """sha256 of the source image bytes (the cache key)."""
+    expression: np.ndarray = field(default_factory=lambda: np.zeros(len(EXPRESSION_NAMES), dtype=np.float32))
+    """(15,) float32: the photo's own mouth expression in the rig's coefficients (only the mouth
+    channels jaw_open ... lower_lip_down are non-zero; all zeros for a closed, neutral mouth),
+    estimated by ``Fitter.fit`` (see ``rest.py``); the rig takes it out of its rest
+    (``RigConfig.closed_rest``). Fits made without an estimate carry zeros: rest = photo."""
 
 
 @dataclass

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "UPPER_LANDMARKS",
     "barycentric_affines",
     "clip_into_polygon",
-    "UPPER_LANDMARKS",
     "eye_chains",
     "local_frame",
     "similarity",

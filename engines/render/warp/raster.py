@@ -4,9 +4,16 @@ The triangle-id raster is vectorised (each triangle's box of pixel centres teste
 barycentric affine, the last containing triangle wins), so no Python loop runs per triangle.
 
 Only the part of the frame where vertices moved is touched: the box around the moved triangles
-is rasterised (optionally at a lower resolution, then bilinearly upsampled: the map is
-continuous and piecewise linear, so upsampling is nearly exact) and remapped; the rest of the
+is rasterised (optionally at a lower resolution, then bilinearly upsampled: where the map is
+continuous and piecewise linear, upsampling is nearly exact) and remapped; the rest of the
 frame is the photo itself.
+
+Cuts. The mesh is cut along the lips and the lids (the upper and the lower lip are different
+vertices): when the mouth closes further than in the photo, the upper lip's triangles meet the lower
+lip's in the frame while their sources are the photo's two lips, a mouth opening apart. The map
+jumps there, and a bilinearly upsampled map would sample the photo between the lips (teeth) along
+the closed lip line. Low-resolution cells next to such a jump (a large second difference of the
+map) are therefore recomputed at full resolution (``_exact_patches``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from .geometry import barycentric_affines
 __all__ = ["BackwardMap", "compute_backward_map"]
 
 _EPS = 1e-4  # barycentric tolerance: pixel centres on a shared edge belong to both triangles
+_CUT_TOLERANCE = 1.5  # source pixels: a larger second difference of the low-res map is a jump
+_PATCH = 8  # low-res cells per side of the blocks recomputed at full resolution around a jump
 
 BackwardMap = tuple[int, int, np.ndarray, np.ndarray]
 """(x0, y0, map_x, map_y): source coordinates for the output pixels of the box at (x0, y0)."""
@@ -67,6 +76,74 @@ def _triangle_ids(
     winner = np.full(lh * lw, -1, np.intp)
     np.maximum.at(winner, pix, tri[inside])  # later triangles cover earlier ones
     return np.where(winner < 0, ident, winner).reshape(lh, lw).astype(np.int32)
+
+
+def _affine_map(
+    ids: np.ndarray,
+    bary: np.ndarray,
+    s0: np.ndarray,
+    e1: np.ndarray,
+    e2: np.ndarray,
+    gx: np.ndarray,
+    gy: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Source coordinates (map_x, map_y) of the pixels at ``gx`` x ``gy`` through triangle ``ids``."""
+    b1 = np.take(bary[:, 0], ids) * gx + np.take(bary[:, 1], ids) * gy + np.take(bary[:, 2], ids)
+    b2 = np.take(bary[:, 3], ids) * gx + np.take(bary[:, 4], ids) * gy + np.take(bary[:, 5], ids)
+    # clamp into the triangle: a pixel the rasteriser added along an edge must not extrapolate
+    # the triangle's map far outside its source triangle
+    np.maximum(b1, 0.0, out=b1)
+    np.maximum(b2, 0.0, out=b2)
+    tot = np.maximum(b1 + b2, 1.0)
+    b1 /= tot
+    b2 /= tot
+    mx = np.take(s0[:, 0], ids) + b1 * np.take(e1[:, 0], ids) + b2 * np.take(e2[:, 0], ids)
+    my = np.take(s0[:, 1], ids) + b1 * np.take(e1[:, 1], ids) + b2 * np.take(e2[:, 1], ids)
+    return mx, my
+
+
+def _cut_cells(mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """(lh, lw) bool: low-resolution cells next to a jump of the map (a cut of the mesh).
+
+    Within a triangle the map is affine, so its second difference along a row or a column is 0;
+    across a shared edge it is a kink, at most the change of slope times one cell; across a cut
+    it is the jump itself, on both sides. Cells flagged in excess (strong kinks) only cost an
+    exact recomputation.
+    """
+    cut = np.zeros(mx.shape, bool)
+    for m in (mx, my):
+        ddx = np.abs(m[:, 2:] - 2.0 * m[:, 1:-1] + m[:, :-2]) > _CUT_TOLERANCE
+        ddy = np.abs(m[2:, :] - 2.0 * m[1:-1, :] + m[:-2, :]) > _CUT_TOLERANCE
+        cut[:, 1:-1] |= ddx
+        cut[1:-1, :] |= ddy
+    return cut
+
+
+def _exact_patches(cut: np.ndarray, n: int, bw: int, bh: int) -> list[tuple[int, int, int, int]]:
+    """Full-resolution boxes (y0, y1, x0, x1), box-relative, covering every pixel whose upsampled
+    map interpolates a flagged cell: the bounding boxes of the connected groups of blocks of
+    ``_PATCH`` x ``_PATCH`` cells that hold a flagged cell or one of its neighbours."""
+    found = cv2.findNonZero(cut.view(np.uint8))  # x, y pairs; much faster than np.nonzero
+    if found is None:
+        return []
+    found = found.reshape(-1, 2).astype(np.intp)
+    xs, ys = found[:, 0], found[:, 1]
+    lh, lw = cut.shape
+    b = _PATCH  # >= 3: a cell and its neighbours lie in at most 2 x 2 blocks, those of the corners
+    pw = -(-lw // b)
+    rows = (np.maximum(ys - 1, 0) // b, np.minimum(ys + 1, lh - 1) // b)
+    cols = (np.maximum(xs - 1, 0) // b, np.minimum(xs + 1, lw - 1) // b)
+    active = np.zeros((-(-lh // b), pw), np.uint8)
+    for r in rows:
+        for c in cols:
+            active[r, c] = 1
+    # one box per connected group of blocks (a closed mouth, a closed eye)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(active, connectivity=8)
+    boxes = []
+    for k in range(1, count):
+        c0, r0, cw, rh = (int(v) for v in stats[k, :4])
+        boxes.append((r0 * b * n, min((r0 + rh) * b * n, bh), c0 * b * n, min((c0 + cw) * b * n, bw)))
+    return boxes
 
 
 def compute_backward_map(
@@ -122,18 +199,9 @@ def compute_backward_map(
     gx = (x0 + (n - 1) / 2.0 + n * np.arange(lw, dtype=np.float32))[None, :]
     gy = (y0 + (n - 1) / 2.0 + n * np.arange(lh, dtype=np.float32))[:, None]
     ids = _triangle_ids(tdst[idx], bary, gx, gy, n, len(idx)).astype(np.intp)  # take() wants intp
-    b1 = np.take(bary[:, 0], ids) * gx + np.take(bary[:, 1], ids) * gy + np.take(bary[:, 2], ids)
-    b2 = np.take(bary[:, 3], ids) * gx + np.take(bary[:, 4], ids) * gy + np.take(bary[:, 5], ids)
-    # clamp into the triangle: a pixel the rasteriser added along an edge must not extrapolate
-    # the triangle's map far outside its source triangle
-    np.maximum(b1, 0.0, out=b1)
-    np.maximum(b2, 0.0, out=b2)
-    tot = np.maximum(b1 + b2, 1.0)
-    b1 /= tot
-    b2 /= tot
-    mx = np.take(s0[:, 0], ids) + b1 * np.take(e1[:, 0], ids) + b2 * np.take(e2[:, 0], ids)
-    my = np.take(s0[:, 1], ids) + b1 * np.take(e1[:, 1], ids) + b2 * np.take(e2[:, 1], ids)
+    mx, my = _affine_map(ids, bary, s0, e1, e2, gx, gy)
     if n > 1:
+        cuts = _cut_cells(mx, my)
         mx = cv2.resize(mx, (bw, bh), interpolation=cv2.INTER_LINEAR)
         my = cv2.resize(my, (bw, bh), interpolation=cv2.INTER_LINEAR)
         # the padded rim is still; resize clamps there, so restore the exact identity
@@ -148,6 +216,20 @@ def compute_backward_map(
         my[-e:, :] = ys[-e:][:, None]
         my[:, :e] = ys[:, None]
         my[:, -e:] = ys[:, None]
+        tlo, thi = lo[idx], hi[idx]
+        for py0, py1, px0, px1 in _exact_patches(cuts, n, bw, bh):
+            fx = np.arange(x0 + px0, x0 + px1, dtype=np.float32)[None, :]
+            fy = np.arange(y0 + py0, y0 + py1, dtype=np.float32)[:, None]
+            # every triangle whose box meets the patch (slivers no low-res cell saw included)
+            near = np.flatnonzero(
+                (thi[:, 0] >= x0 + px0 - 1)
+                & (tlo[:, 0] <= x0 + px1)
+                & (thi[:, 1] >= y0 + py0 - 1)
+                & (tlo[:, 1] <= y0 + py1)
+            )  # ascending: the draw order is kept
+            local = _triangle_ids(tdst[idx[near]], bary[near], fx, fy, 1, len(near))
+            fids = np.append(near, len(idx))[local]  # back to the box's ids (the identity last)
+            mx[py0:py1, px0:px1], my[py0:py1, px0:px1] = _affine_map(fids, bary, s0, e1, e2, fx, fy)
     cx0, cy0 = max(x0, 0), max(y0, 0)
     cx1, cy1 = min(x1, w), min(y1, h)
     mx = mx[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]

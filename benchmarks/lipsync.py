@@ -23,9 +23,12 @@ Engines (one row each): ``generator`` = the phoneme-driven teacher with timings 
 clip's audio (``align_audio``: what ``vlogger render --audio`` and, for a real voice, a transcript
 give; the stand-in for TTS speech, whose timings are exact), ``generator_energy`` = the teacher on
 loudness alone (audio without timings), ``network_diffusion`` = the motion network's own mouth,
-``readout`` = the read-out trained on real speakers (held out), ``hybrid`` = generator mouth where
-aligned timings reach, read-out elsewhere. Also the lookahead table (offline LOSO r at 0, 80, 160
-and 320 ms of feature lookahead and the latency each adds before a streamed frame can be made).
+``readout`` = the read-out trained on real speakers (held out) inside the network engine,
+``before`` = the default before the read-out (``hybrid`` with the generator's mouth where aligned
+timings reach and the diffusion network's mouth elsewhere), ``hybrid`` = the read-out mouth on
+every frame with the generator's head, eyes and body (the default after it). Also the lookahead
+table (offline LOSO r at 0, 80, 160 and 320 ms of feature lookahead and the latency each adds
+before a streamed frame can be made).
 
 Usage::
 
@@ -38,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -58,7 +60,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 FPS = 25.0
 CHUNK_S = 0.2
 SEED = 0
-ENGINES = ("generator", "generator_energy", "network_diffusion", "readout", "hybrid")
+ENGINES = ("generator", "generator_energy", "network_diffusion", "readout", "before", "hybrid")
 LOOKAHEADS = (0, 2, 4, 8)
 
 
@@ -78,6 +80,8 @@ def _stream(engine: object, pcm: np.ndarray, n: int, phonemes: list | None = Non
 
 def make_engine(name: str, fold_model: Path | None, models_cache: dict) -> object:
     """A fresh engine of the row ``name`` (the read-out with the held-out speaker's fold model)."""
+    from dataclasses import replace
+
     from vlogger.engines.motion.hybrid import HybridConfig, HybridMotionEngine
     from vlogger.engines.motion.network import NetworkConfig, NetworkMotionEngine, load_motion_models
     from vlogger.engines.motion.teacher import PhonemeMotionEngine, TeacherConfig
@@ -86,15 +90,17 @@ def make_engine(name: str, fold_model: Path | None, models_cache: dict) -> objec
         return PhonemeMotionEngine(TeacherConfig(mode="auto"), fps=FPS, seed=SEED)
     if name == "generator_energy":
         return PhonemeMotionEngine(TeacherConfig(mode="energy"), fps=FPS, seed=SEED)
-    if name == "network_diffusion":
+    if name in ("network_diffusion", "before"):
         cfg = NetworkConfig(mouth="network")
     else:
         cfg = NetworkConfig(mouth="readout", mouth_model_path=fold_model)
     key = (cfg.mouth, str(cfg.mouth_model_path))
     if key not in models_cache:
         models_cache[key] = load_motion_models(cfg)
-    if name == "hybrid":
-        return HybridMotionEngine(HybridConfig(network=cfg), fps=FPS, seed=SEED, models=models_cache[key])
+    if name in ("hybrid", "before"):
+        mouth = "phonemes" if name == "before" else "learned"
+        hcfg = HybridConfig(network=replace(cfg, mouth="network") if name == "before" else cfg, mouth=mouth)
+        return HybridMotionEngine(hcfg, fps=FPS, seed=SEED, models=models_cache[key])
     return NetworkMotionEngine(cfg, fps=FPS, seed=SEED, models=models_cache[key])
 
 
@@ -139,11 +145,12 @@ def rig_level(clips: list[ClipData], folds: Path, engines: tuple[str, ...], n_bo
     t0 = time.perf_counter()
     for k, clip in enumerate(clips):
         n = len(clip.real_opening)
-        phon = aligned_phonemes(clip) if {"generator", "hybrid"} & set(engines) else []
+        phon = aligned_phonemes(clip) if {"generator", "before"} & set(engines) else []
         traces[clip.clip] = {"real": clip.real_opening}
         for e in engines:
             engine = make_engine(e, folds / f"{clip.speaker}.onnx", models_cache)
-            frames = _stream(engine, clip.audio16k, n, phon if e in ("generator", "hybrid") else None)
+            timed = e in ("generator", "before")
+            frames = _stream(engine, clip.audio16k, n, phon if timed else None)
             pred = rig_openings(frames, rig)
             r, lag = best_lag_r(clip.real_opening[: len(pred)], pred)
             per_clip[e][clip.clip] = r
@@ -173,7 +180,7 @@ def rig_level(clips: list[ClipData], folds: Path, engines: tuple[str, ...], n_bo
     return out
 
 
-RENDERED_ENGINES = ("readout", "hybrid")
+RENDERED_ENGINES = ("hybrid", "before")
 
 
 def engine_config(name: str, fold_model: Path | None) -> object:
@@ -188,8 +195,9 @@ def engine_config(name: str, fold_model: Path | None) -> object:
         cfg.motion_engine = "teacher"
         cfg.motion = replace(cfg.motion, mode="auto" if name == "generator" else "energy")
         return cfg
-    cfg.motion_engine = "hybrid" if name == "hybrid" else "network"
-    mouth = "network" if name == "network_diffusion" else "readout"
+    cfg.motion_engine = "hybrid" if name.startswith("hybrid") else "network"
+    cfg.mouth = "phonemes" if name == "before" else "learned"
+    mouth = "network" if name in ("network_diffusion", "before") else "readout"
     cfg.network = replace(
         cfg.network, mouth=mouth, mouth_model_path=fold_model if mouth == "readout" else None
     )
@@ -251,27 +259,95 @@ def rendered_level(
     return out
 
 
-def lookahead_latency(lookahead: int, hop: int = 4, chunk_frames: int = 1) -> dict:
-    """For audio streamed in real time (one 40 ms frame at a time): how long after a frame's own
-    audio has arrived its feature can be computed (the wait for the lookahead and the encoder hop),
-    mean and max over frames, in ms. Uses ``FeatureStream.frames_ready`` (no encoder call)."""
-    waits = []
-    for i in range(64):
-        w = i // hop
-        need_frames = (w + 1) * hop + lookahead  # audio frames needed before frame i's feature
-        arrived = math.ceil(need_frames / chunk_frames) * chunk_frames
-        waits.append((arrived - (i + 1)) * 1000.0 / FPS)
+def open_mouth_level(clips: list[ClipData], folds: Path, engine: str, max_seconds: float, work: Path) -> dict:
+    """Photos taken mid-speech: photo = the clip's frame with the widest real mouth; its audio (up
+    to ``max_seconds``) then 2 s of silence, rendered. Rest: the rendered opening over the last
+    second (the avatar has finished speaking) vs the real clip's closed mouth (5th percentile of
+    its opening). Motion size: std of the rendered opening over the speech vs the real one's."""
+    import lipsync_render as lr
+
+    rows = {}
+    work.mkdir(parents=True, exist_ok=True)
+    for clip in clips:
+        n = min(len(clip.real_opening), round(max_seconds * FPS))
+        audio = np.concatenate([clip.audio16k[: n * 640], np.zeros(2 * 16000, np.float32)])
+        frame = int(np.nanargmax(clip.real_opening))
+        photo = lr.clip_photo(lr.clip_path(clip.clip), frame)
+        rc = lr.render_clip(
+            photo,
+            audio,
+            engine_config(engine, folds / f"{clip.speaker}.onnx"),
+            work,
+            verify=False,
+            av_check=False,
+        )
+        real, rend = clip.real_opening[:n], rc.rendered[:n]
+        rest = float(np.nanmedian(rc.rendered[-25:]))
+        closed = float(np.nanpercentile(real, 5))
+        rows[clip.clip] = {
+            "photo_frame": frame,
+            "photo_opening": round(float(clip.real_opening[frame]), 4),
+            "rest_rendered": round(rest, 4),
+            "real_closed": round(closed, 4),
+            "rest_error": round(rest - closed, 4),
+            "std_ratio": round(float(np.nanstd(rend) / np.nanstd(real)), 3),
+            "r": round(lr.score(real, rend)[0], 4),
+        }
+        v = rows[clip.clip]
+        print(
+            f"  {clip.clip}: photo opening {v['photo_opening']:.3f}, rest {v['rest_rendered']:.3f} vs real "
+            f"closed {v['real_closed']:.3f}, std ratio {v['std_ratio']:.2f}, r {v['r']:.2f}",
+            flush=True,
+        )
+    errs = [abs(v["rest_error"]) for v in rows.values()]
+    ratios = [v["std_ratio"] for v in rows.values()]
+    return {
+        "engine": engine,
+        "clips": rows,
+        "median_abs_rest_error": round(float(np.median(errs)), 4) if errs else None,
+        "clips_rest_within_0.02": sum(e <= 0.02 for e in errs),
+        "median_std_ratio": round(float(np.median(ratios)), 3) if ratios else None,
+        "clips_std_ratio_in_0.8_1.25": sum(0.8 <= r <= 1.25 for r in ratios),
+    }
+
+
+def lookahead_latency(lookahead: int, whisper: object = None, piece_ms: int = 20) -> dict:
+    """For audio streamed in real time (``piece_ms`` pieces, as an agent sends PCM): how long after
+    a frame's own audio has fully arrived the runtime's feature stream can compute its feature (the
+    wait for the lookahead and the encoder hop), mean and max over 64 frames, in ms. Measured on
+    :class:`~vlogger.engines.motion.features.FeatureStream` (``frames_ready``; no encoder call)."""
+    from training.motion.mouth_data import feature_config
+    from vlogger.engines.motion.features import FeatureStream
+
+    fs = FeatureStream(feature_config(lookahead), whisper=whisper)
+    piece = 16 * piece_ms
+    ready_at: dict[int, float] = {}
+    pushed = 0
+    while len(ready_at) < 64:
+        fs.push(np.zeros(piece, np.float32))
+        pushed += piece
+        for i in range(fs.frames_ready()):
+            ready_at.setdefault(i, pushed / 16.0)
+    waits = [ready_at[i] - (i + 1) * 1000.0 / FPS for i in range(64)]
     return {"mean_ms": round(float(np.mean(waits)), 1), "max_ms": round(float(np.max(waits)), 1)}
 
 
 def lookahead_table(runs: Path) -> dict:
+    from training.motion.mouth_data import feature_config
+    from vlogger.engines.motion.features import load_whisper_encoder
+
+    whisper = load_whisper_encoder(feature_config(2))
     out = {}
     for la in LOOKAHEADS:
         p = runs / f"loso_L{la}.json"
         if not p.exists():
             continue
         rep = json.loads(p.read_text())
-        out[str(la * 40)] = {"lookahead_frames": la, "loso_rig_r": rep["mean_r"], **lookahead_latency(la)}
+        out[str(la * 40)] = {
+            "lookahead_frames": la,
+            "loso_rig_r": rep["mean_r"],
+            **lookahead_latency(la, whisper),
+        }
     return out
 
 
@@ -320,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=ROOT / "training" / "data" / "real")
     ap.add_argument("--runs", type=Path, default=ROOT / "training" / "runs" / "mouth")
     ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument(
+        "--lookahead-runs",
+        type=Path,
+        default=ROOT / "training" / "runs" / "mouth_lookahead",
+        help="python -m training.motion.mouth --small-grid --lookaheads 0 2 4 8 --out this",
+    )
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--clips", nargs="*", help="only these clips (default all)")
     ap.add_argument("--out", type=Path, default=RESULTS / "lipsync.json")
@@ -327,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rendered-engines", nargs="+", default=list(RENDERED_ENGINES), choices=ENGINES)
     ap.add_argument("--rendered-seconds", type=float, default=20.0, help="audio per clip rendered")
     ap.add_argument("--no-rig", action="store_true", help="skip the rig level (keep it from --out)")
+    ap.add_argument("--open-mouth", action="store_true", help="also photos taken at the widest mouth")
     args = ap.parse_args(argv)
     if not (args.corpus / "manifest.json").exists():
         print(f"skipped: no real-clip corpus at {args.corpus} (see the module docstring)")
@@ -349,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rig level: {res['clips']} clips, {res['speakers']} speakers, {res['seconds']} s")
         res["rig"] = rig_level(clips, folds, tuple(args.engines), args.boot)
         traces = res["rig"].pop("_traces")
-    res["lookahead"] = lookahead_table(args.runs)
+    res["lookahead"] = lookahead_table(args.lookahead_runs)
     print_rig(res["rig"])
+    if not args.rendered and args.out.exists() and "rendered" in json.loads(args.out.read_text()):
+        res["rendered"] = json.loads(args.out.read_text())["rendered"]
     if args.rendered:
         print(f"rendered level: up to {args.rendered_seconds:g} s per clip")
         res["rendered"] = rendered_level(
@@ -373,6 +458,19 @@ def main(argv: list[str] | None = None) -> int:
         print("| --- | --- | --- |")
         for ms, v in res["lookahead"].items():
             print(f"| {ms} ms | {v['loso_rig_r']:.3f} | {v['mean_ms']:.0f} / {v['max_ms']:.0f} ms |")
+    if args.open_mouth:
+        print("open-mouth photos (the widest real mouth of each clip as the photo), engine hybrid:")
+        res["open_mouth"] = open_mouth_level(
+            clips, folds, "hybrid", args.rendered_seconds, args.runs / "open"
+        )
+        om = res["open_mouth"]
+        print(
+            f"rest error median {om['median_abs_rest_error']} "
+            f"({om['clips_rest_within_0.02']}/{len(om['clips'])} within 0.02), std ratio median "
+            f"{om['median_std_ratio']} ({om['clips_std_ratio_in_0.8_1.25']} in 0.8-1.25)"
+        )
+    elif args.no_rig and args.out.exists() and "open_mouth" in json.loads(args.out.read_text()):
+        res["open_mouth"] = json.loads(args.out.read_text())["open_mouth"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     args.runs.mkdir(parents=True, exist_ok=True)

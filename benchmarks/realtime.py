@@ -81,22 +81,28 @@ def _family(pid: int) -> set[int]:
     return family
 
 
-def start_server(size: int, motion: str | None = None) -> tuple[subprocess.Popen[str], str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "vlogger.runtime",
-        "serve",
-        "--port",
-        "0",
-        "--size",
-        str(size),
-        "--loopback-ice",
-        "--max-sessions",
-        "8",
-        "--log-level",
-        "warning",
-    ] + (["--motion", motion] if motion else [])
+def start_server(
+    size: int, motion: str | None = None, mouth: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "vlogger.runtime",
+            "serve",
+            "--port",
+            "0",
+            "--size",
+            str(size),
+            "--loopback-ice",
+            "--max-sessions",
+            "8",
+            "--log-level",
+            "warning",
+        ]
+        + (["--motion", motion] if motion else [])
+        + (["--mouth", mouth] if mouth else [])
+    )
     proc = subprocess.Popen(
         cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "GLOG_minloglevel": "2"}
     )
@@ -192,7 +198,7 @@ def piper_first_chunk_ms() -> float:
     return statistics.median(times)
 
 
-def model_lag_ms(size: int, motion: str | None = None) -> float:
+def model_lag_ms(size: int, motion: str | None = None, mouth: str | None = None) -> float:
     """Lag of the motion model's mouth behind the audio, on the stream clock (no transport)."""
     from vlogger.engines.avatar.metrics import mouth_opening
     from vlogger.engines.tts import PiperTTS
@@ -202,6 +208,8 @@ def model_lag_ms(size: int, motion: str | None = None) -> float:
     config = VloggerConfig()
     if motion:
         config.motion_engine = motion
+    if mouth:
+        config.mouth = mouth
     engines = RealEngines(config, size=size)
     avatar = engines.load_avatar(None)
     tts = PiperTTS()
@@ -261,6 +269,7 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--utterances", type=int, default=2)
     ap.add_argument("--motion", default=None, help="the server's --motion (default: its default engine)")
+    ap.add_argument("--mouth", default=None, help="the server's --mouth (learned or phonemes)")
     ap.add_argument("--tag", default="", help="suffix of the result files (realtime<tag>.json)")
     args = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -268,10 +277,10 @@ def main() -> int:
 
     print("piper first-chunk latency ...", file=sys.stderr)
     piper_ms = piper_first_chunk_ms()
-    lag_ms = model_lag_ms(256, args.motion)
+    lag_ms = model_lag_ms(256, args.motion, args.mouth)
     results: list[dict[str, Any]] = []
     for size in args.sizes:
-        proc, url = start_server(size, args.motion)
+        proc, url = start_server(size, args.motion, args.mouth)
         try:
             for n in args.sessions:
                 print(f"{size} px, {n} session(s) ...", file=sys.stderr)
@@ -322,6 +331,7 @@ def main() -> int:
         "command": " ".join(sys.argv),
     }
     out["motion"] = args.motion or "server default"
+    out["mouth"] = args.mouth or "server default"
     (RESULTS / f"realtime{args.tag}.json").write_text(json.dumps(out, indent=2))
     plot(results, piper_ms, RESULTS / f"realtime{args.tag}.png")
     print(f"wrote {RESULTS / f'realtime{args.tag}.json'} and realtime{args.tag}.png", file=sys.stderr)

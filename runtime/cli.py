@@ -41,8 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--motion",
         default=None,
         choices=MOTION_ENGINES,
-        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: phoneme-driven mouth where timings are known, "
-        "the learned network's where not; teacher: phonemes/loudness only; network: the learned model only)",
+        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: the learned mouth, the generator's head, eyes "
+        "and body; teacher: phonemes/loudness only; network: the learned models only)",
+    )
+    r.add_argument(
+        "--mouth",
+        default=None,
+        choices=("learned", "phonemes"),
+        help="the hybrid engine's mouth (default learned: trained on real speakers; phonemes: the "
+        "phoneme-driven mouth where timings are known)",
     )
     r.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
     r.add_argument("--quiet", action="store_true", help="print only warnings and errors")
@@ -79,6 +86,8 @@ def _render(args: argparse.Namespace) -> int:
         config.diffusion = replace(config.diffusion, model=args.diffusion_model)
     if args.motion is not None:
         config.motion_engine = args.motion
+    if args.mouth is not None:
+        config.mouth = args.mouth
     config.tts = replace(config.tts, threads=args.threads)
     config.warp = replace(config.warp, threads=args.threads)
     config.network = replace(config.network, threads=args.threads)

@@ -52,10 +52,14 @@ class VloggerConfig:
     align: AlignConfig = field(default_factory=AlignConfig)
     """Phoneme timings from audio alone (whisper transcript + pocketsphinx alignment)."""
     motion_engine: str = DEFAULT_MOTION_ENGINE
-    """Motion engine: ``"hybrid"`` (the teacher's mouth where phoneme timings reach, the network's
-    mouth where they do not, the teacher's head, eyes and body), ``"teacher"`` (phoneme-driven;
-    loudness where no timings reach) or ``"network"`` (the learned diffusion transformer, driven by
-    the audio alone)."""
+    """Motion engine: ``"hybrid"`` (the default: the mouth as ``mouth`` says, the teacher's head,
+    eyes and body), ``"teacher"`` (phoneme-driven; loudness where no timings reach) or
+    ``"network"`` (the learned diffusion transformer's head, brows and body, driven by the audio
+    alone, with the learned mouth)."""
+    mouth: str = "learned"
+    """The ``hybrid`` engine's mouth: ``"learned"`` (the read-out trained on real speakers, on every
+    frame) or ``"phonemes"`` (the phoneme-driven mouth where timings reach, the learned one
+    elsewhere)."""
     motion: TeacherConfig = field(default_factory=TeacherConfig)
     """The phoneme-driven motion generator."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -70,6 +74,12 @@ class VloggerConfig:
     """Renderer engine name (one of ``RENDERERS``)."""
     seed: int = 0
     """Seed of every stochastic process (blinks, gaze, head motion)."""
+
+    def needs_phonemes(self) -> bool:
+        """Whether the configured engine's mouth reads phoneme timings (so audio without them is
+        worth aligning): ``teacher``, and ``hybrid`` with the phoneme-driven mouth."""
+        hybrid_phonemes = self.motion_engine == "hybrid" and self.mouth == "phonemes"
+        return self.motion_engine == "teacher" or hybrid_phonemes
 
     def uses_motion_network(self) -> bool:
         """Whether the configured motion engine runs the learned network (and Whisper)."""
@@ -93,7 +103,7 @@ class VloggerConfig:
         if self.motion_engine == "hybrid":
             from vlogger.engines.motion.hybrid import HybridConfig
 
-            cfg = HybridConfig(teacher=self.motion, network=self.network)
+            cfg = HybridConfig(teacher=self.motion, network=self.network, mouth=self.mouth)
         return make_motion_engine(
             self.motion_engine,
             cfg,

@@ -96,7 +96,7 @@ def speech_chunks(
     if float(np.max(np.abs(pcm - np.mean(pcm)), initial=0.0)) < SILENCE_PEAK:
         warnings.append("the audio is silent: the avatar idles for its whole length")
         source = "silence"
-    elif config.motion_engine == "network":  # it listens to the audio itself: no alignment needed
+    elif not config.needs_phonemes():  # the learned mouth listens to the audio: no alignment needed
         source = "audio"
     else:
         phonemes = align_audio(pcm, rate, config=config.align)

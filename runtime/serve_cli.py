@@ -46,8 +46,15 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--motion",
         default=None,
         choices=MOTION_ENGINES,
-        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: phoneme-driven mouth where timings are known, "
-        "the learned network's where not; teacher: phonemes/loudness only; network: the learned model only)",
+        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: the learned mouth, the generator's head, eyes "
+        "and body; teacher: phonemes/loudness only; network: the learned models only)",
+    )
+    s.add_argument(
+        "--mouth",
+        default=None,
+        choices=("learned", "phonemes"),
+        help="the hybrid engine's mouth (default learned: trained on real speakers; phonemes: the "
+        "phoneme-driven mouth where timings are known)",
     )
     s.add_argument(
         "--max-sessions",
@@ -121,6 +128,8 @@ def build_server(args: argparse.Namespace) -> Any:
         config.diffusion = dataclasses.replace(config.diffusion, model=args.diffusion_model)
     if args.motion is not None:
         config.motion_engine = args.motion
+    if args.mouth is not None:
+        config.mouth = args.mouth
     config.output.fps = args.fps
     config.output.height = args.size
     threads = max(1, int(args.threads))

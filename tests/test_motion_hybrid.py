@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vlogger.engines.errors import InputError
 from vlogger.engines.motion.config import TeacherConfig
 from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE, make_motion_engine
 from vlogger.engines.motion.hybrid import HybridConfig, HybridMotionEngine
@@ -79,7 +80,7 @@ def _chunks(pcm: np.ndarray, phonemes: list[PhonemeTiming], chunk_s: float = 0.2
 def test_phonemes_drive_the_mouth_where_they_reach_and_the_network_elsewhere() -> None:
     pcm = _speech(4.0)
     chunks = _chunks(pcm, _phonemes(0.4, 1.8))  # speech from 0 to 4 s, timings only for 0.4-1.8 s
-    hybrid = _run(HybridMotionEngine(seed=3), chunks, 4.0)
+    hybrid = _run(HybridMotionEngine(HybridConfig(mouth="phonemes"), seed=3), chunks, 4.0)
     teacher = _run(PhonemeMotionEngine(TeacherConfig(mode="phonemes"), seed=3), chunks, 4.0)
     network = _run(NetworkMotionEngine(seed=3), chunks, 4.0)
     assert len(hybrid) == len(teacher) == len(network) == 100
@@ -97,6 +98,24 @@ def test_phonemes_drive_the_mouth_where_they_reach_and_the_network_elsewhere() -
     np.testing.assert_array_equal([f.head for f in hybrid], [f.head for f in teacher])
     rest = [i for i in range(len(EXPRESSION_NAMES)) if i not in MOUTH]
     np.testing.assert_array_equal([f.expression[rest] for f in hybrid], [f.expression[rest] for f in teacher])
+
+
+def test_the_learned_mouth_drives_every_frame_by_default() -> None:
+    """The default mouth ignores phoneme timings: it is the read-out's on every frame (the network
+    engine's mouth, without running its diffusion network); head, eyes and body stay the teacher's."""
+    pcm = _speech(3.0)
+    chunks = _chunks(pcm, _phonemes(0.4, 1.8))
+    hybrid_engine = HybridMotionEngine(seed=3)
+    assert hybrid_engine.config.mouth == "learned" and not hybrid_engine.network.config.diffusion
+    hybrid = _run(hybrid_engine, chunks, 3.0)
+    teacher = _run(PhonemeMotionEngine(TeacherConfig(mode="phonemes"), seed=3), chunks, 3.0)
+    network = _run(NetworkMotionEngine(seed=3), chunks, 3.0)
+    m = np.array([f.expression[MOUTH] for f in hybrid])
+    np.testing.assert_allclose(m, np.array([f.expression[MOUTH] for f in network]), atol=1e-6)
+    assert np.std(m[:, 0]) > 0.03
+    np.testing.assert_array_equal([f.head for f in hybrid], [f.head for f in teacher])
+    with pytest.raises(InputError, match="mouth"):
+        HybridConfig(mouth="teeth")
 
 
 def test_interruption_keeps_both_drivers_on_one_clock() -> None:

@@ -1,6 +1,5 @@
-"""Pick a motion engine by name: ``"hybrid"`` (the default: the teacher's mouth where phoneme timings
-are known, the network's where they are not), ``"teacher"`` (phoneme-driven) or ``"network"``
-(learned, audio only)."""
+"""Pick a motion engine by name: ``"hybrid"`` (the default: the learned mouth, the teacher's head,
+eyes and body), ``"teacher"`` (phoneme-driven) or ``"network"`` (learned, audio only)."""
 
 from __future__ import annotations
 
@@ -14,11 +13,11 @@ __all__ = ["DEFAULT_MOTION_ENGINE", "MOTION_ENGINES", "make_motion_engine"]
 #: Names :func:`make_motion_engine` knows.
 MOTION_ENGINES = ("hybrid", "teacher", "network")
 
-#: The runtime's default: on the real clips (``benchmarks/motion_network.py``) the network's mouth
-#: beats the teacher's loudness fallback on audio without phoneme timings (r 0.41 vs 0.21) and the
-#: teacher beats the network where timings are known (0.46 vs 0.40); ``hybrid`` takes each where it
-#: is better (0.41 on streamed audio, 0.475 with aligned phonemes). ``teacher`` costs 4 ms less
-#: CPU per frame (no network, no Whisper features).
+#: The runtime's default: the mouth learned from real speakers (``HybridConfig.mouth="learned"``),
+#: the phoneme-driven generator's head, eyes and body. On 27 held-out real speakers
+#: (``benchmarks/lipsync.py``) its mouth scores r 0.617 on the rig and 0.562 rendered, the
+#: generator's with aligned timings 0.334 and the previous default 0.387 / 0.386. ``network`` has
+#: the same mouth with the diffusion network's head and body; ``teacher`` needs no Whisper features.
 DEFAULT_MOTION_ENGINE = "hybrid"
 
 

@@ -1,15 +1,16 @@
-"""The phoneme-driven generator where phoneme timings are known, the motion network's mouth where
-they are not.
+"""The learned mouth (or the phoneme-driven one where timings are known) with the phoneme-driven
+generator's head, eyes and body: the runtime's default motion engine.
 
-Speech reaches the runtime two ways: text spoken by the packaged TTS, which comes with exact phoneme
-timings, and audio alone (an agent's or a user's PCM streamed in, a file without a transcript), which
-has none until an aligner has listened to it, and a stream cannot wait for one. The teacher is best
-with timings (they are its targets' source, so the network only approximates it there) and weak
-without them (loudness alone: r 0.21 on the real clips vs the network's 0.40, see the model card),
-so this engine runs both on the same audio and, per frame, takes the mouth from the teacher in
-proportion to how much phoneme timings reach that frame (``MotionFrame.phoneme_share``) and from the
-network for the rest. Blinks, gaze, head and body come from the teacher's processes, so switching
-between TTS and streamed audio inside one session moves nothing but the mouth's driver.
+The mouth (``HybridConfig.mouth``): ``"learned"`` (the default) takes it from the motion network
+engine's read-out trained on real speakers on every frame; it beats the phoneme-driven mouth on
+held-out real speakers even where aligned phoneme timings are known (``benchmarks/lipsync.py``:
+r 0.617 vs 0.334 on the rig, 0.562 vs 0.386 rendered), so TTS speech, recorded audio and an agent's
+streamed PCM all get it; the network engine then runs without its diffusion network (only the
+Whisper features and the read-out). ``"phonemes"`` (the default before the read-out): per frame,
+the teacher's mouth in proportion to how much phoneme timings reach the frame
+(``MotionFrame.phoneme_share``), the network's for the rest. Blinks, gaze, head and body come from
+the teacher's processes either way, so switching between TTS and streamed audio inside one session
+moves nothing but the mouth's driver.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from vlogger.engines.errors import InputError
 from vlogger.engines.motion.config import TeacherConfig
 from vlogger.engines.motion.network import MotionModels, NetworkConfig, NetworkMotionEngine
 from vlogger.engines.motion.teacher import PhonemeMotionEngine
@@ -38,7 +40,18 @@ class HybridConfig:
     """The phoneme-driven engine's settings; its ``mode`` is forced to ``"phonemes"`` (the network,
     not loudness, fills what phonemes do not reach)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
-    """The motion network's settings (only its mouth is used)."""
+    """The motion network's settings (only its mouth is used: with the read-out mouth its diffusion
+    network does not run)."""
+    mouth: str = "learned"
+    """``"learned"``: the network's mouth (the read-out trained on real speakers) on every frame,
+    phoneme timings or not: it beats the phoneme-driven mouth on held-out real speakers even where
+    aligned timings are known (``benchmarks/lipsync.py``). ``"phonemes"``: the teacher's mouth in
+    proportion to how much phoneme timings reach a frame, the network's elsewhere (the default
+    before the read-out)."""
+
+    def __post_init__(self) -> None:
+        if self.mouth not in ("learned", "phonemes"):
+            raise InputError(f"HybridConfig.mouth must be 'learned' or 'phonemes', not {self.mouth!r}")
 
 
 class HybridMotionEngine:
@@ -58,7 +71,8 @@ class HybridMotionEngine:
     ) -> None:
         self.config = cfg = config if config is not None else HybridConfig()
         self.teacher = PhonemeMotionEngine(replace(cfg.teacher, mode="phonemes"), fps=fps, seed=seed)
-        self.network = NetworkMotionEngine(cfg.network, fps=fps, seed=seed, models=models)
+        net = replace(cfg.network, diffusion=False) if cfg.network.mouth == "readout" else cfg.network
+        self.network = NetworkMotionEngine(net, fps=fps, seed=seed, models=models)
         self.fps = float(fps)
 
     @property
@@ -92,7 +106,7 @@ class HybridMotionEngine:
             raise RuntimeError(f"motion engines out of step: {len(taught)} vs {len(heard)} frames")
         out = []
         for t, h in zip(taught, heard, strict=True):
-            w = float(np.clip(t.phoneme_share, 0.0, 1.0))
+            w = float(np.clip(t.phoneme_share, 0.0, 1.0)) if self.config.mouth == "phonemes" else 0.0
             expr = t.expression.copy()
             expr[_MOUTH_IX] = w * t.expression[_MOUTH_IX] + (1.0 - w) * h.expression[_MOUTH_IX]
             out.append(replace(t, expression=expr, speaking=t.speaking or h.speaking))

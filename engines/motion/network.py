@@ -39,7 +39,7 @@ from vlogger.engines.motion.features import (
     StreamResampler,
     load_whisper_encoder,
 )
-from vlogger.engines.motion.mouth import MouthModel, MouthReadout, load_mouth_model
+from vlogger.engines.motion.mouth import EnergyGate, MouthModel, MouthReadout, load_mouth_model
 from vlogger.engines.motion.procedural import BlinkProcess, GazeProcess, SpeechActivity
 from vlogger.engines.motion.sampler import DDIMSampler
 from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES, HEAD_DIMS, AudioChunk, MotionFrame
@@ -103,6 +103,11 @@ class NetworkConfig:
     network's mouth channels (trained on the phoneme generator's targets)."""
     mouth_model_path: str | Path | None = None
     """ONNX mouth read-out; ``None`` = the packaged ``engines/motion/assets/mouth_readout.onnx``."""
+    diffusion: bool = True
+    """Run the diffusion network (head, brows, eyes, body). ``False`` (needs ``mouth="readout"``):
+    only the features and the mouth read-out run, the other channels stay at the model's mean;
+    the ``hybrid`` engine, which takes nothing but the mouth from this engine, saves the network's
+    two calls per frame."""
     speech_threshold_db: float = -38.0
     """Frame loudness (dBFS) above which a frame counts as speech (flag, gaze and blink timing)."""
 
@@ -113,6 +118,8 @@ class NetworkConfig:
             raise InputError(f"NetworkConfig.eyes must be 'procedural' or 'network', not {self.eyes!r}")
         if self.mouth not in ("readout", "network"):
             raise InputError(f"NetworkConfig.mouth must be 'readout' or 'network', not {self.mouth!r}")
+        if not self.diffusion and self.mouth != "readout":
+            raise InputError("NetworkConfig.diffusion=False needs mouth='readout' (no other mouth)")
         if not (self.guidance >= 0 and math.isfinite(self.guidance)):
             raise InputError(f"NetworkConfig.guidance must be a finite number >= 0, not {self.guidance!r}")
         if not 0.0 <= self.mouth_noise_scale <= 1.0:
@@ -346,6 +353,7 @@ class NetworkMotionEngine:
             raise ValueError("the shared motion models were loaded for another mouth setting")
         self._models = models
         self._mouth = MouthReadout(models.mouth) if models.mouth is not None else None
+        self._energy = EnergyGate(models.mouth.lookahead_frames) if models.mouth is not None else None
         sess, meta = models.session, models.meta
         self.meta = meta
         self.feature_config = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
@@ -450,6 +458,8 @@ class NetworkMotionEngine:
         self._fs.rewind(self._next_index)
         self._feat_queue = []
         self._sq = {k: v for k, v in self._sq.items() if k < self._next_index}
+        if self._energy is not None:
+            self._energy.forget_from(self._next_index)
         self._pending = False
 
     def ready_until(self) -> float:
@@ -493,6 +503,11 @@ class NetworkMotionEngine:
 
     def _frame(self, feat: np.ndarray) -> MotionFrame:
         i = self._next_index
+        if not self.config.diffusion and self._mouth is not None:
+            self._next_index += 1
+            m = self._mean.astype(np.float32).copy()
+            m[MOUTH] = self._learned_mouth(i, feat)
+            return self._to_frame(i, m)
         eps = self._rng.standard_normal(self._net.motion_dim).astype(np.float32)
         self._noise = _ar1_step(self._noise, eps, self._rho)
         noise = self._noise * self._scale
@@ -509,8 +524,21 @@ class NetworkMotionEngine:
         self._next_index += 1
         m = x0 * self._std + self._mean
         if self._mouth is not None:
-            m[MOUTH] = self._mouth.step(feat)
+            m[MOUTH] = self._learned_mouth(i, feat)
         return self._to_frame(i, m)
+
+    def _learned_mouth(self, i: int, feat: np.ndarray) -> np.ndarray:
+        """The read-out's mouth for frame ``i``, closed where the sound has stopped (:class:`EnergyGate`)."""
+        assert self._mouth is not None and self._energy is not None
+        mouth = self._mouth.step(feat)
+        for j in range(max(self._energy.next_frame, i - 1), i + self._energy.lookahead + 1):
+            self._energy.push(j, self._frame_db(j))
+        return mouth * self._energy.gate(i)
+
+    def _frame_db(self, index: int) -> float:
+        """Loudness of a frame's audio so far (dBFS; -100 without audio), without consuming it."""
+        s, c = self._sq.get(index, (0.0, 0))  # type: ignore[misc]
+        return 10.0 * math.log10(s / c) if c and s > 0 else -100.0
 
     def _to_frame(self, i: int, m: np.ndarray) -> MotionFrame:
         t = i / self.fps

@@ -17,14 +17,15 @@ predicted coefficients (inner-lip gap / eye-corner distance, the measure of
 ``benchmarks/lipsync.py``) vs the real clip's FaceMesh opening: Pearson r at the best lag within
 +-2 frames, per clip, averaged per speaker, then over speakers.
 
-Usage (after ``python -m training.motion.real_clips --out training/data/real`` and
-``python -m training.motion.mouth_data``)::
+One command retrains it from the clips (``../shared/data``, or ``--data`` / ``VLOGGER_SHARED_DATA``)::
 
-    python -m training.motion.mouth --corpus training/data/real --out training/runs/mouth
+    python -m training.motion.mouth [--lookaheads 2 0 4 8] [--out training/runs/mouth]
 
-writes ``loso_L<k>.json`` / ``.npz`` (held-out predictions and per-fold models under
-``folds_L<k>/``), and ``mouth_readout.onnx`` (the model on all speakers). Every stage is cached in
-``--out`` and skipped when present (resumable); progress is printed.
+Stages, each resumable (what exists is reused) and printing progress: the real-clip corpus
+(``training.motion.real_clips``: FaceMesh landmarks and rig targets per clip, in ``--corpus``), the
+Whisper features per lookahead (``training.motion.mouth_data``), leave-one-speaker-out per lookahead
+(``loso_L<k>.json`` / ``.npz``: held-out predictions; per-fold models under ``folds_L<k>/``), and
+``mouth_readout.onnx`` (all speakers; copy it to ``engines/motion/assets/`` to ship it).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.motion.mouth_data import ClipData, feature_config, load_clips, nonspeech_clips
+from training.motion.mouth_data import ClipData, build_features, feature_config, load_clips, nonspeech_clips
 from vlogger.engines.types import EXPRESSION_NAMES, MotionFrame
 
 __all__ = [
@@ -79,6 +80,9 @@ class ReadoutSpec:
 
 #: The settings the inner folds choose from (lookahead is fixed per run).
 GRID = tuple(ReadoutSpec(context=c, alpha=a) for c in (0, 2, 4, 8) for a in (0.3, 1.0, 3.0, 10.0))
+#: A smaller grid for the lookahead study (``--small-grid``): the contexts and ridge weights the
+#: inner folds chose at the shipped lookahead (context 2 for all 27 speakers, ridge 1-10).
+SMALL_GRID = tuple(ReadoutSpec(context=c, alpha=a) for c in (0, 2) for a in (1.0, 3.0))
 
 
 #: Frames the speech gate stays open after speech (a causal hold: pauses inside speech keep the
@@ -365,6 +369,7 @@ def loso(
     opening: Callable[[np.ndarray], np.ndarray],
     folds_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    grid: Sequence[ReadoutSpec] = GRID,
 ) -> dict:
     """Leave-one-speaker-out: per held-out speaker, settings chosen on the others (inner grouped
     4-fold), a model fitted on the others, predictions on the held-out clips. Returns the report
@@ -375,7 +380,7 @@ def loso(
     for n, s in enumerate(speakers):
         tr = [c for c in clips if c.speaker != s]
         te = [c for c in clips if c.speaker == s and c.speech]
-        spec, _ = select_spec(tr, opening, _grid(clips))
+        spec, _ = select_spec(tr, opening, _grid(clips, grid))
         model = fit_readout(tr, spec)
         preds = [model.predict(c.features) for c in te]
         r = rig_score(te, preds, opening)[s]
@@ -395,9 +400,9 @@ def loso(
     return report
 
 
-def _grid(clips: Sequence[ClipData]) -> list[ReadoutSpec]:
-    """:data:`GRID` at the lookahead the clips' features were computed at."""
-    return [ReadoutSpec(g.context, g.alpha, g.components, clips[0].lookahead) for g in GRID]
+def _grid(clips: Sequence[ClipData], grid: Sequence[ReadoutSpec] = GRID) -> list[ReadoutSpec]:
+    """``grid`` at the lookahead the clips' features were computed at."""
+    return [ReadoutSpec(g.context, g.alpha, g.components, clips[0].lookahead) for g in grid]
 
 
 def export_onnx(model: Readout, path: Path, extra: dict | None = None) -> Path:
@@ -468,11 +473,25 @@ def export_onnx(model: Readout, path: Path, extra: dict | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Train the mouth read-out on the real clips (speaker-disjoint).")
     ap.add_argument("--corpus", type=Path, default=Path("training/data/real"))
+    ap.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
     ap.add_argument("--out", type=Path, default=Path("training/runs/mouth"))
     ap.add_argument("--lookaheads", type=int, nargs="+", default=[2], help="feature lookaheads to evaluate")
     ap.add_argument("--ship", type=int, default=2, help="the lookahead of the exported model")
     ap.add_argument("--no-loso", action="store_true", help="only fit and export the shipped model")
+    ap.add_argument(
+        "--small-grid", action="store_true", help="inner folds choose from SMALL_GRID (the lookahead study)"
+    )
     args = ap.parse_args(argv)
+    if not (args.corpus / "manifest.json").exists():
+        from training.motion.real_clips import _default_data, build_clips, clip_paths
+
+        data = args.data if args.data is not None else _default_data()
+        if not clip_paths(data):
+            print(f"no real clips under {data}: nothing to train on (set --data or VLOGGER_SHARED_DATA)")
+            return 1
+        print(f"building the real-clip corpus from {data} into {args.corpus} ...", flush=True)
+        build_clips(data, args.corpus)
+    build_features(args.corpus, sorted(set(args.lookaheads) | {args.ship}))
     args.out.mkdir(parents=True, exist_ok=True)
     opening = opening_model()
     if not args.no_loso:
@@ -483,7 +502,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"loso L={lookahead} ({lookahead * 40} ms lookahead) ...", flush=True)
             clips = load_clips(args.corpus, lookahead) + nonspeech_clips(lookahead)
-            rep = loso(clips, opening, args.out / f"folds_L{lookahead}", log=lambda s: print(s, flush=True))
+            rep = loso(
+                clips,
+                opening,
+                args.out / f"folds_L{lookahead}",
+                log=lambda s: print(s, flush=True),
+                grid=SMALL_GRID if args.small_grid else GRID,
+            )
+            rep["grid"] = "small" if args.small_grid else "full"
             np.savez_compressed(args.out / f"loso_L{lookahead}.npz", **rep.pop("pred"))
             rep["lookahead_frames"] = lookahead
             done.write_text(json.dumps(rep, indent=1))

@@ -193,3 +193,28 @@ def test_nan_and_inf_input_never_reach_the_mouth() -> None:
     frames = _run(x)
     e = np.stack([f.expression for f in frames])
     assert np.all(np.isfinite(e)) and np.all((e[:, :9] >= 0) & (e[:, :9] <= 1))
+
+
+def test_speech_after_idle_is_heard_from_its_start() -> None:
+    """An idle engine pushes silence ahead of the frames it makes (the features' lookahead); speech
+    that then arrives for those times replaces that silence instead of losing its first 0.2 s (the
+    mouth used to stay shut over the first syllable of every utterance after a pause)."""
+    x = _speech()[RATE // 2 : RATE // 2 + 2 * RATE]
+
+    def run(idle_first: bool) -> np.ndarray:
+        e = NetworkMotionEngine(NetworkConfig(), seed=0, models=_models())  # type: ignore[arg-type]
+        if idle_first:
+            out = e.frames(1.0)  # idles up to 1 s
+        else:
+            e.push_audio(AudioChunk(np.zeros(RATE, np.float32), RATE, 0.0))
+            out = e.frames(1.0)
+        e.push_audio(AudioChunk(x, RATE, 1.0))
+        e.end_of_input()
+        out += e.frames(3.0)
+        return np.stack([f.expression[:9] for f in out])
+
+    idle, fed = run(True), run(False)
+    assert idle.shape == fed.shape == (75, 9)
+    # only the frames whose context was already shown (the last idle frame's feature) may differ
+    np.testing.assert_allclose(idle[27:], fed[27:], atol=1e-4)
+    assert idle[26:32, 0].max() > 0.1, "the first syllable after idling does not open the mouth"

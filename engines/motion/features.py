@@ -260,6 +260,18 @@ class FeatureStream:
         self._finished = False
         self._whisper_cache = {}
 
+    def truncate(self, sample: int) -> int:
+        """Drop the pushed audio from global sample ``sample`` on, as far as no computed feature
+        has read it yet (never before the next frame's start); the next ``push`` continues there.
+        Returns where the audio now ends. For audio pushed ahead as a stand-in (idle silence) that
+        real audio arriving later replaces."""
+        cut = max(int(sample), self._next_frame * self.cfg.samples_per_frame, self._audio_start)
+        if cut < self.samples_pushed:
+            self._audio = self._audio[: cut - self._audio_start]
+            self._whisper_cache = {}
+            self._finished = False
+        return self.samples_pushed
+
     def frames_ready(self) -> int:
         """How many frames (from frame 0) can be computed now."""
         c = self.cfg

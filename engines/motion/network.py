@@ -391,12 +391,24 @@ class NetworkMotionEngine:
         self._sq: dict[int, float] = {}
         self._resampler: StreamResampler | None = None
         self._seg_next = 0  # global 16 kHz index where the resampler's next output lands
+        self._fill_from: int | None = None  # where idle silence pushed ahead of any input begins
         if keep_samples:
             self._fs.push(np.zeros(keep_samples, np.float32))
 
     def _feed(self, start: int, pcm16: np.ndarray) -> None:
-        """Place 16 kHz samples at global index ``start`` (silence fills gaps; overlap is dropped)."""
+        """Place 16 kHz samples at global index ``start`` (silence fills gaps; audio that lands on the
+        idle silence pushed ahead for the lookahead replaces it, as far as no frame has been made
+        from it; other overlap is dropped)."""
         have = self._fs.samples_pushed
+        if self._fill_from is not None and start < have:
+            cut = self._fs.truncate(max(start, self._fill_from))
+            if cut < have:
+                first = cut // self._spf
+                self._sq = {k: v for k, v in self._sq.items() if k < first}
+                if self._energy is not None:
+                    self._energy.forget_from(max(first, self._next_index))
+            have = cut
+        self._fill_from = None
         if start > have:
             self._feed_silence(start - have)
             have = start
@@ -456,6 +468,7 @@ class NetworkMotionEngine:
         """Drop audio not yet turned into frames (the avatar calms down to idle from here)."""
         self._resampler = None
         self._fs.rewind(self._next_index)
+        self._fill_from = None
         self._feat_queue = []
         self._sq = {k: v for k, v in self._sq.items() if k < self._next_index}
         if self._energy is not None:
@@ -483,6 +496,8 @@ class NetworkMotionEngine:
             need = (self._next_index + n_target + 1 + fc.lookahead_frames) * self._spf + 400
             if fc.kind == "whisper":  # whole encoder hops
                 need += fc.whisper_hop_frames * self._spf
+            if need > self._fs.samples_pushed and self._fill_from is None:
+                self._fill_from = self._fs.samples_pushed
             self._feed_silence(need - self._fs.samples_pushed)
         out = []
         for k in range(n_target):

@@ -1,4 +1,5 @@
-"""The hybrid motion engine: the teacher's mouth where phoneme timings reach, the network's elsewhere."""
+"""The hybrid motion engine: the learned mouth (or the teacher's where phoneme timings reach, with
+``mouth="phonemes"``), the teacher's head, eyes and body."""
 
 from __future__ import annotations
 

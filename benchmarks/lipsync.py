@@ -105,11 +105,9 @@ def make_engine(name: str, fold_model: Path | None, models_cache: dict) -> objec
 
 
 def rig_openings(frames: list[MotionFrame], rig: object) -> np.ndarray:
-    out = []
-    for f in frames:
-        face = rig.pose(f).face  # type: ignore[attr-defined]
-        out.append(np.linalg.norm(face[13] - face[14]) / np.linalg.norm(face[33] - face[263]))
-    return np.asarray(out)
+    from vlogger.engines.avatar.metrics import mouth_opening
+
+    return np.asarray([mouth_opening(rig.pose(f).face) for f in frames])  # type: ignore[attr-defined]
 
 
 def aligned_phonemes(clip: ClipData) -> list:

@@ -47,6 +47,12 @@ import numpy as np
 from vlogger.engines.avatar.metrics import mouth_opening
 from vlogger.runtime.config import VloggerConfig
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.motion.mouth import best_lag
+from training.motion.mouth import pearson as _pearson
+from training.motion.mouth import shifted_pairs as _shifted
+
 __all__ = [
     "FPS",
     "RENDER_HEIGHT",
@@ -194,35 +200,8 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
 # scores
 
 
-def _shifted(real: np.ndarray, pred: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (real[t], pred[t - lag]) where both are finite: lag > 0 pairs the real mouth with an
-    EARLIER prediction frame (the prediction leads)."""
-    n = min(len(real), len(pred))
-    r, p = np.asarray(real[:n], np.float64), np.asarray(pred[:n], np.float64)
-    if lag > 0:
-        r, p = r[lag:], p[:-lag]
-    elif lag < 0:
-        r, p = r[:lag], p[-lag:]
-    ok = np.isfinite(r) & np.isfinite(p)
-    return r[ok], p[ok]
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def score(real: np.ndarray, pred: np.ndarray, max_lag: int = 2) -> tuple[float, int]:
-    """Pearson r of ``pred`` with ``real`` at the best lag in ``[-max_lag, max_lag]`` frames, and that
-    lag (lag > 0: the prediction moves that many frames BEFORE the real mouth). NaN frames are
-    ignored; (nan, 0) when no lag has 3 finite pairs with variance. Ties go to the smaller |lag|."""
-    best, best_lag = float("nan"), 0
-    for lag in sorted(range(-max_lag, max_lag + 1), key=lambda k: (abs(k), k)):
-        r = _pearson(*_shifted(real, pred, lag))
-        if not math.isnan(r) and (math.isnan(best) or r > best + 1e-12):
-            best, best_lag = r, lag
-    return best, best_lag
+score = best_lag
+"""Pearson r at the best lag within +-``max_lag`` frames (:func:`training.motion.mouth.best_lag`)."""
 
 
 class Fidelity(NamedTuple):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, istft, resample_poly, sosfilt, stft
 
+from vlogger.engines.avatar.metrics import mouth_opening
 from vlogger.engines.errors import InputError
 from vlogger.engines.motion.features import FeatureConfig, offline_features
 from vlogger.engines.motion.mouth import MouthReadout, load_mouth_model
@@ -35,11 +36,7 @@ def _opening() -> object:
 
 def _open(frames: list[MotionFrame]) -> np.ndarray:
     rig = _opening()
-    out = []
-    for f in frames:
-        face = rig.pose(f).face  # type: ignore[attr-defined]
-        out.append(np.linalg.norm(face[13] - face[14]) / np.linalg.norm(face[33] - face[263]))
-    return np.asarray(out)
+    return np.asarray([mouth_opening(rig.pose(f).face) for f in frames])  # type: ignore[attr-defined]
 
 
 @lru_cache(maxsize=1)

@@ -41,8 +41,9 @@ METADATA_KEY = "vlogger_mouth_readout"
 class MouthModel:
     """A loaded read-out (shareable between engines: ``run`` is thread-safe)."""
 
-    session: Any
-    """onnxruntime session: ``features`` (n, context + 1, 768) -> ``mouth`` (n, 9), ``presence`` (n, 1)."""
+    runner: Any
+    """The backend runner (:class:`~vlogger.engines.backends.ort.OrtRunner`): ``features``
+    (n, context + 1, 768) -> ``mouth`` (n, 9), ``presence`` (n, 1)."""
     context: int
     """Previous frames the read-out stacks with the current one."""
     lookahead_frames: int
@@ -61,9 +62,9 @@ class MouthModel:
     def run(self, stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, 9) ungated coefficients and (n,) gate values (before the hold) of ``stacked``
         (n, context + 1, 768) feature histories."""
-        mouth, presence = self.session.run(None, {"features": np.ascontiguousarray(stacked, np.float32)})
-        mouth = np.nan_to_num(np.asarray(mouth, np.float32), nan=0.0)
-        p = np.nan_to_num(np.asarray(presence, np.float32).reshape(-1), nan=0.0)
+        out = self.runner.infer({"features": np.asarray(stacked, np.float32)})
+        mouth = np.nan_to_num(np.asarray(out["mouth"], np.float32), nan=0.0)
+        p = np.nan_to_num(np.asarray(out["presence"], np.float32).reshape(-1), nan=0.0)
         gate = np.clip((p - self.gate_lo) / max(self.gate_hi - self.gate_lo, 1e-6), 0.0, 1.0)
         return mouth, gate.astype(np.float32)
 
@@ -73,22 +74,19 @@ def _default_path() -> Path:
 
 
 def load_mouth_model(path: str | Path | None = None, threads: int = 1) -> MouthModel:
-    """Load a mouth read-out (``None`` = the packaged one)."""
-    import onnxruntime as ort
+    """Load a mouth read-out (``None`` = the packaged one) into the CPU backend runner."""
+    from vlogger.engines.backends.ort import OrtConfig, OrtRunner
 
     p = Path(path) if path is not None else _default_path()
     if not p.is_file():
         raise InputError(f"mouth read-out model {str(p)!r} does not exist")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    runner = OrtRunner(p, "onnxruntime", OrtConfig(threads=int(threads)))
+    raw = runner.metadata.get(METADATA_KEY)
     if raw is None:
         raise InputError(f"{str(p)!r} is not a vlogger mouth read-out (no {METADATA_KEY!r} metadata)")
     meta = json.loads(raw)
     return MouthModel(
-        session=sess,
+        runner=runner,
         context=int(meta["spec"]["context"]),
         lookahead_frames=int(meta["feature_config"]["lookahead_frames"]),
         feature_mean=np.asarray(meta["feature_mean"], np.float32),

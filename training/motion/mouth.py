@@ -47,6 +47,7 @@ __all__ = [
     "GRID",
     "Readout",
     "ReadoutSpec",
+    "best_lag",
     "best_lag_r",
     "calibrate",
     "export_onnx",
@@ -57,8 +58,10 @@ __all__ = [
     "loso",
     "main",
     "opening_model",
+    "pearson",
     "rig_score",
     "select_spec",
+    "shifted_pairs",
 ]
 
 MAX_LAG = 2
@@ -301,23 +304,42 @@ def opening_model() -> Callable[[np.ndarray], np.ndarray]:
     return opening
 
 
+def shifted_pairs(real: np.ndarray, pred: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (real[t], pred[t - lag]) where both are finite: lag > 0 pairs the real mouth with an
+    EARLIER prediction frame (the prediction leads)."""
+    n = min(len(real), len(pred))
+    r, p = np.asarray(real[:n], np.float64), np.asarray(pred[:n], np.float64)
+    if lag > 0:
+        r, p = r[lag:], p[:-lag]
+    elif lag < 0:
+        r, p = r[:lag], p[-lag:]
+    ok = np.isfinite(r) & np.isfinite(p)
+    return r[ok], p[ok]
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r; NaN for fewer than 3 pairs or no variance."""
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def best_lag(real: np.ndarray, pred: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
+    """Pearson r of ``pred`` with ``real`` at the best lag in ``[-max_lag, max_lag]`` frames, and that
+    lag (lag > 0: the prediction moves that many frames BEFORE the real mouth). NaN frames are
+    ignored; (nan, 0) when no lag has 3 finite pairs with variance. Ties go to the smaller |lag|."""
+    best, lag_best = float("nan"), 0
+    for lag in sorted(range(-max_lag, max_lag + 1), key=lambda k: (abs(k), k)):
+        r = pearson(*shifted_pairs(real, pred, lag))
+        if not np.isnan(r) and (np.isnan(best) or r > best + 1e-12):
+            best, lag_best = r, lag
+    return best, lag_best
+
+
 def best_lag_r(real: np.ndarray, pred: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
-    """Pearson r at the best lag within +-max_lag (lag > 0: the prediction moves first)."""
-    best, best_lag = -np.inf, 0
-    for lag in range(-max_lag, max_lag + 1):
-        if lag > 0:
-            r, p = real[lag:], pred[:-lag]
-        elif lag < 0:
-            r, p = real[:lag], pred[-lag:]
-        else:
-            r, p = real, pred
-        ok = np.isfinite(r) & np.isfinite(p)
-        if ok.sum() < 3 or np.std(p[ok]) == 0 or np.std(r[ok]) == 0:
-            continue
-        v = float(np.corrcoef(r[ok], p[ok])[0, 1])
-        if v > best:
-            best, best_lag = v, lag
-    return (best if np.isfinite(best) else 0.0), best_lag
+    """:func:`best_lag` with 0 for a prediction that never moves (a clip the gate kept closed)."""
+    r, lag = best_lag(real, pred, max_lag)
+    return (0.0 if np.isnan(r) else r), lag
 
 
 def rig_score(

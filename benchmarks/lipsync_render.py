@@ -361,16 +361,15 @@ def _resolve(config: ConfigSource) -> VloggerConfig:
 def _mesh_openings(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """Mouth opening per decoded frame (NaN where no face), the frames' pts in seconds, and fps."""
     import av
-    import mediapipe as mp
+
+    from training.reference_mesh import face_mesh
 
     values: list[float] = []
     times: list[float] = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate) if stream.average_rate else float("nan")
-        with mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
-        ) as mesh:
+        with face_mesh(static=False) as mesh:
             for frame in container.decode(stream):
                 img = frame.to_ndarray(format="rgb24")
                 h, w = img.shape[:2]

@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from vlogger.engines.audio import load_audio
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vlogger.engines.motion.teacher import TeacherConfig, generate_motion
 from vlogger.engines.motion.visemes import mouth_opening_proxy
 from vlogger.engines.types import AudioChunk, MotionFrame
@@ -58,15 +61,14 @@ def _start_seconds(stream: object) -> float:
 def real_opening(path: Path) -> tuple[np.ndarray, float, float]:
     """Real mouth opening per 25 fps frame (NaN where no face), the video's start time and duration."""
     import av
-    import mediapipe as mp
+
+    from training.reference_mesh import face_mesh
 
     times, values = [], []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         start = _start_seconds(stream)
-        with mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
-        ) as mesh:
+        with face_mesh(static=False) as mesh:
             for frame in container.decode(stream):
                 img = frame.to_ndarray(format="rgb24")
                 h, w = img.shape[:2]

@@ -268,24 +268,20 @@ class FaceSeries:
 
 
 def measure_faces(video: list[ReceivedVideo], every: int = 1, static: bool = True) -> FaceSeries:
-    """Run mediapipe FaceMesh (with iris refinement) over the received pictures. ``static``
-    detects every frame afresh: slower, but tracking mode smooths blinks of small faces away."""
-    import mediapipe as mp
-
+    """Run the face landmarker (mesh + iris) over the received pictures. ``static`` detects every
+    frame afresh: slower, but tracking mode can smooth blinks of small faces away."""
+    from vlogger.engines.avatar.landmarks import FaceLandmarker
     from vlogger.engines.avatar.metrics import eye_openness, mouth_opening
 
     t, mouth, eyes, nose = [], [], [], []
-    with mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=static, refine_landmarks=True, max_num_faces=1
-    ) as mesh:
+    with FaceLandmarker(static=static, max_faces=1) as mesh:
         for v in video[::every]:
             if v.rgb is None:
                 continue
-            found = mesh.process(v.rgb).multi_face_landmarks
+            found = mesh.process(v.rgb)
             if not found:
                 continue
-            h, w = v.rgb.shape[:2]
-            p = np.array([[lm.x * w, lm.y * h] for lm in found[0].landmark])
+            p = found[0][:, :2]
             t.append(v.arrival)
             mouth.append(mouth_opening(p))
             eyes.append(float(np.mean(eye_openness(p))))

@@ -131,6 +131,8 @@ def render_video(
     t = time.perf_counter()
     avatar = load_avatar(request.image, height=config.output.height, config=config.avatar)
     t = clock.add("fit", t)
+    if avatar.fit.faces > 1:
+        warnings.append(f"the photo holds {avatar.fit.faces} faces: the largest one is the avatar")
     renderer: Renderer = make_renderer(
         config.renderer, avatar.image, avatar.fit, config.warp, config.diffusion
     )

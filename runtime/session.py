@@ -364,7 +364,9 @@ class Session:
                 return
             self.pipeline.switch_avatar(avatar, renderer)
             h, w = avatar.image.shape[:2]
-            self.emit(event("avatar", width=int(w), height=int(h)))
+            faces = int(avatar.fit.faces)
+            note = f"the photo holds {faces} faces: the largest one is the avatar" if faces > 1 else None
+            self.emit(event("avatar", width=int(w), height=int(h), faces=faces, note=note))
 
     def _load_avatar(self, image: bytes) -> tuple[Any, Any]:
         avatar = self.engines.load_avatar(image)

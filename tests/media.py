@@ -50,7 +50,7 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
 
 @dataclass
 class FaceTrack:
-    """Per-frame face measurements of a video, from mediapipe on the pixels."""
+    """Per-frame face measurements of a video, from the face landmarker on the pixels."""
 
     mouth: np.ndarray
     """Inner-lip gap over outer-eye-corner distance (NaN where no face was found)."""
@@ -61,28 +61,24 @@ class FaceTrack:
 
 
 def face_track(frames: list[np.ndarray], box: tuple[int, int, int, int] | None = None) -> FaceTrack:
-    """Run mediapipe FaceMesh (tracking mode) over frames, optionally cropped to ``box`` (x0, y0, x1, y1)."""
-    import mediapipe as mp
-
+    """Run the face landmarker (tracking mode) over frames, optionally cropped to ``box`` (x0, y0, x1, y1)."""
+    from vlogger.engines.avatar.landmarks import FaceLandmarker
     from vlogger.engines.avatar.metrics import eye_openness, mouth_opening
 
     mouth, eyes, nose = [], [], []
-    with mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=False, refine_landmarks=True, max_num_faces=1
-    ) as fm:
+    with FaceLandmarker(static=False, max_faces=1) as fm:
         for frame in frames:
             x0, y0 = 0, 0
             if box is not None:
                 x0, y0, x1, y1 = box
                 frame = frame[y0:y1, x0:x1]
-            res = fm.process(np.ascontiguousarray(frame))
-            if not res.multi_face_landmarks:
+            found = fm.process(np.ascontiguousarray(frame))
+            if not found:
                 mouth.append(np.nan)
                 eyes.append(np.nan)
                 nose.append((np.nan, np.nan))
                 continue
-            h, w = frame.shape[:2]
-            pts = np.array([[p.x * w + x0, p.y * h + y0] for p in res.multi_face_landmarks[0].landmark])
+            pts = found[0][:, :2] + np.array([x0, y0])
             mouth.append(mouth_opening(pts))
             eyes.append(float(np.mean(eye_openness(pts))))
             nose.append(tuple(pts[1]))

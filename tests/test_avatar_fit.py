@@ -90,6 +90,45 @@ def test_largest_of_several_faces_is_taken(fitter: Fitter, portrait: np.ndarray)
     canvas[128:384, :256] = cv2.resize(portrait, (256, 256), interpolation=cv2.INTER_AREA)
     fit = fitter.fit(canvas)
     assert fit.face[1, 0] > 400  # the big face's nose, not the small one's (~110)
+    # two faces the short-range detector both sees (the one above is too small for it, as for
+    # mediapipe): the count reaches the user (render warnings, the server's avatar reply)
+    face = portrait[90:390, 130:430]
+    pair = np.full((300, 600, 3), 200, np.uint8)
+    pair[:, 300:] = face
+    pair[30:270, 30:270] = cv2.resize(face, (240, 240), interpolation=cv2.INTER_AREA)
+    two = fitter.fit(pair)
+    assert two.faces == 2 and two.face[1, 0] > 300  # the right, larger one
+    assert fitter.fit(portrait).faces == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (cv2.ROTATE_90_COUNTERCLOCKWISE, "90 degrees clockwise"),
+        (cv2.ROTATE_90_CLOCKWISE, "90 degrees counter-clockwise"),
+    ],
+)
+def test_sideways_photo_says_to_turn_it(fitter: Fitter, portrait: np.ndarray, code: int, advice: str) -> None:
+    # the landmarks follow a face lying on its side, but the rig and renderer animate upright
+    # heads: the photo is refused with the turn that makes it upright. (Upside down, the detector
+    # finds no face or, like mediapipe's FaceMesh, a false one.)
+    with pytest.raises(InputError, match=advice):
+        fitter.fit(np.ascontiguousarray(cv2.rotate(portrait, code)))
+
+
+def test_huge_and_border_cut_faces_fit(fitter: Fitter, portrait: np.ndarray) -> None:
+    ref = fitter.fit(portrait)
+    # a close-up: the face fills the frame (the portrait's face region scaled up 2x)
+    x0, y0 = 130, 90
+    crop = np.ascontiguousarray(cv2.resize(portrait[y0 : y0 + 300, x0 : x0 + 300], (600, 600)))
+    close = fitter.fit(crop)
+    expect = (ref.face[:468, :2] - [x0, y0]) * 2.0
+    iod = float(np.linalg.norm(expect[263] - expect[33]))
+    assert np.median(np.linalg.norm(close.face[:468, :2] - expect, axis=1)) < 0.05 * iod
+    # the photo's right border cuts through the face: still found, landmarks run off the picture
+    cut = np.ascontiguousarray(portrait[:, :300])
+    part = fitter.fit(cut)
+    assert np.median(np.linalg.norm(part.face[:468, :2] - ref.face[:468, :2], axis=1)) < 0.08 * iod / 2
 
 
 def test_rgba_and_grayscale_photos_fit(tmp_path: Path, fitter: Fitter, portrait: np.ndarray) -> None:
@@ -111,9 +150,9 @@ def test_load_avatar_caches_the_fit(cache_dir: Path, monkeypatch: pytest.MonkeyP
     files = list((cache_dir / "fits").glob("*.npz"))
     assert len(files) == 1
 
-    # a cache hit must not run mediapipe at all
+    # a cache hit must not run the fitter at all
     def boom(*a: object, **k: object) -> None:
-        raise AssertionError("mediapipe ran on a cache hit")
+        raise AssertionError("the fitter ran on a cache hit")
 
     monkeypatch.setattr(Fitter, "__init__", boom)
     t0 = time.perf_counter()
@@ -124,14 +163,14 @@ def test_load_avatar_caches_the_fit(cache_dir: Path, monkeypatch: pytest.MonkeyP
     for name in ("face", "body", "body_visible", "head_rotation", "head_center"):
         assert np.array_equal(getattr(first.fit, name), getattr(second.fit, name)), name
     assert second.fit.camera == first.fit.camera and second.fit.image_hash == first.fit.image_hash
-    # another working size or fit setting is another cache entry (and would need mediapipe)
-    with pytest.raises(AssertionError, match="mediapipe ran"):
+    # another working size or fit setting is another cache entry (and would need the fitter)
+    with pytest.raises(AssertionError, match="the fitter ran"):
         load_avatar(height=256)
-    with pytest.raises(AssertionError, match="mediapipe ran"):
+    with pytest.raises(AssertionError, match="the fitter ran"):
         load_avatar(config=AvatarConfig(fit=FitConfig(fov_deg=30.0)))
     # a corrupt cache file is a miss, not an error
     files[0].write_bytes(b"garbage")
-    with pytest.raises(AssertionError, match="mediapipe ran"):
+    with pytest.raises(AssertionError, match="the fitter ran"):
         load_avatar()
 
 
@@ -145,7 +184,8 @@ def test_load_avatar_sizes_and_errors(cache_dir: Path, tmp_path: Path, portrait:
     # the rig sits on the fitted landmarks; at rest the (smiling, open) mouth is closed
     assert np.abs(av.rig.photo_face - av.fit.face[:, :2]).max() < 1e-3
     assert np.abs(av.neutral().face - av.rig.rest_face).max() < 1e-3
-    assert mouth_opening(av.fit.face) > 0.08 and mouth_opening(av.neutral().face) < 0.01
+    # 0.088 by the 468-point face model (mediapipe refine=False reads the same; refine=True read 0.097)
+    assert mouth_opening(av.fit.face) > 0.07 and mouth_opening(av.neutral().face) < 0.01
     fake = tmp_path / "holiday.png"
     fake.write_text("not really a picture")
     with pytest.raises(InputError, match=r"holiday\.png"):

@@ -235,3 +235,26 @@ def test_fit_cache_carries_the_estimate_and_old_fits_are_not_served(
     second = load_avatar(load_image(DEFAULT_PORTRAIT), config=AvatarConfig(rig=RigConfig(closed_rest=False)))
     assert second.from_cache and np.array_equal(second.fit.expression, first.fit.expression)
     assert mouth_opening(second.neutral().face) > 0.08 > 0.005 > mouth_opening(first.neutral().face)
+
+
+def test_box_lsq_matches_scipy_bvls() -> None:
+    from scipy.optimize import lsq_linear
+
+    from vlogger.engines.avatar.rest import box_lsq
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        m, n = int(rng.integers(3, 30)), int(rng.integers(1, 12))
+        n = min(n, m)
+        a = rng.normal(size=(m, n)) * rng.uniform(0.1, 10, size=n)
+        b = rng.normal(size=m) * 3
+        lo = -rng.uniform(0, 1, size=n) * (trial % 3 != 0)
+        hi = rng.uniform(0.05, 1.5, size=n)
+        ours = box_lsq(a, b, lo, hi)
+        ref = lsq_linear(a, b, bounds=(lo, hi), method="bvls").x
+        assert np.all(ours >= lo) and np.all(ours <= hi)
+        c_ours, c_ref = float(np.sum((a @ ours - b) ** 2)), float(np.sum((a @ ref - b) ** 2))
+        assert c_ours <= c_ref + 1e-9 * max(1.0, c_ref), trial
+        np.testing.assert_allclose(ours, ref, atol=1e-6)
+    with pytest.raises(np.linalg.LinAlgError):
+        box_lsq(np.ones((4, 2)), np.ones(4), np.zeros(2), np.ones(2))

@@ -123,7 +123,7 @@ async def test_bad_input_gets_error_events_and_the_session_lives_on() -> None:
             assert len(ev["message"]) > 5
         await c.ws.send('{"type":"avatar","image":"aGVsbG8="}')
         ev = await c.expect(lambda e: e["type"] in ("avatar", "error"))
-        assert ev == {"type": "avatar", "width": 64, "height": 64}
+        assert ev == {"type": "avatar", "width": 64, "height": 64, "faces": 1}
         await c.ws.send('{"type":"audio.start","id":"a1","sample_rate":16000}')
         assert (await c.expect(lambda e: e["type"] == "utterance")) == {
             "type": "utterance",

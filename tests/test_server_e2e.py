@@ -55,7 +55,7 @@ async def test_real_session_idles_then_speaks_in_sync() -> None:
         n_events = len(rx.events)
         await rx.send({"type": "avatar", "image": base64.b64encode(photo).decode()})
         ok = await rx.wait_event(lambda e: e["type"] in ("error", "avatar"), 20, since=n_events)
-        assert ok == {"type": "avatar", "width": 256, "height": 256}
+        assert ok == {"type": "avatar", "width": 256, "height": 256, "faces": 1}
         n_video = len(rx.video)
         await asyncio.sleep(0.5)
         assert len(rx.video) - n_video >= 8

@@ -40,25 +40,22 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 
 def fit_image(image: np.ndarray) -> AvatarFit:
-    """Fit an RGB image with mediapipe (face mesh + pose) into an ``AvatarFit``."""
-    import mediapipe as mp
+    """Fit an RGB image with the landmarkers (face + pose, no hands, no rig) into an ``AvatarFit``."""
+    from vlogger.engines.avatar.landmarks import FaceLandmarker, PoseLandmarker
 
     h, w = image.shape[:2]
-    with mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True, refine_landmarks=True, max_num_faces=1
-    ) as fm:
-        res = fm.process(image)
-    assert res.multi_face_landmarks, "no face found"
-    lm = res.multi_face_landmarks[0].landmark
-    face = np.array([[p.x * w, p.y * h, p.z * w] for p in lm], dtype=np.float32)
+    with FaceLandmarker(static=True, max_faces=1) as fm:
+        faces = fm.process(image)
+    assert faces, "no face found"
+    face = np.asarray(faces[0], dtype=np.float32)
     body = np.zeros((BODY_KEYPOINTS, 2), dtype=np.float32)
     vis = np.zeros(BODY_KEYPOINTS, dtype=bool)
-    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as po:
+    with PoseLandmarker() as po:
         pres = po.process(image)
-    if pres.pose_landmarks:
-        for i, p in enumerate(pres.pose_landmarks.landmark):
-            body[i] = (p.x * w, p.y * h)
-            vis[i] = p.visibility > 0.5 and 0 <= p.x * w < w and 0 <= p.y * h < h
+    if pres is not None:
+        for i, ((x, y), v) in enumerate(zip(*pres, strict=True)):
+            body[i] = (x, y)
+            vis[i] = v > 0.5 and 0 <= x < w and 0 <= y < h
     centre = face[:, :3].mean(axis=0)
     return AvatarFit(
         face=face,

@@ -75,6 +75,10 @@ class ExpressionBasis:
     """Field used when a coefficient is < 0 (equal to ``positive`` except for gaze)."""
 
 
+#: Displacements (in face widths, at a coefficient of 1) below this are dropped from the fields.
+_NEGLIGIBLE = 1e-5
+
+
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -384,4 +388,8 @@ def build_basis(q: np.ndarray, config: BasisConfig | None = None) -> ExpressionB
     neg[EXPRESSION_NAMES.index("gaze_y")] = gy_neg
     pos[~np.isfinite(pos)] = 0.0
     neg[~np.isfinite(neg)] = 0.0
+    # the falloffs leave specks far out (1e-7 face widths): a landmark moved by less than
+    # _NEGLIGIBLE at full strength does not move, so each field's support is exact
+    pos[np.linalg.norm(pos, axis=2) < _NEGLIGIBLE] = 0.0
+    neg[np.linalg.norm(neg, axis=2) < _NEGLIGIBLE] = 0.0
     return ExpressionBasis(positive=pos, negative=neg)

@@ -1,11 +1,12 @@
 """Fitting a photo: 478 face landmarks, 33 body + 2x21 hand keypoints, head pose and a camera.
 
-mediapipe's FaceMesh (``refine_landmarks=True``: 468 mesh points + 10 iris points), Pose
-(``model_complexity=1``; 0 and 2 would try to download their models and fail offline) and Hands run
-on the photo, at most ``max_fit_side`` pixels on the longer side (downscaled) and at least
-``min_fit_side`` on the shorter side (upscaled, for tiny photos); coordinates come back in pixels of
-the photo given. When FaceMesh finds no face but Pose finds a person, the face is looked for again
-in an upscaled crop around the pose's head keypoints (full-body photos with small faces).
+The project's own landmarkers (``landmarks/``: mediapipe's face, iris, pose and hand models run by
+onnxruntime, with the pre- and post-processing written here) find 468 mesh points + 10 iris points,
+33 body and 2 x 21 hand keypoints on the photo, at most ``max_fit_side`` pixels on the longer side
+(downscaled) and at least ``min_fit_side`` on the shorter side (upscaled, for tiny photos);
+coordinates come back in pixels of the photo given. When no face is found but the pose model finds a
+person, the face is looked for again in an upscaled crop around the pose's head keypoints
+(full-body photos with small faces).
 
 Head pose. The head's canonical frame: x along the outer eye corners (33 -> 263, the image's right
 for a frontal face), y from the forehead top (10) towards the chin (152) made orthogonal to x,
@@ -14,9 +15,9 @@ frontal, upright face gives about the identity.
 
 Camera. A pinhole with the principal point at the image centre and a field of view of
 ``fov_deg`` (default 40 degrees) across the longer side of the image: about a 50 mm lens on full
-frame, a typical portrait. Landmarks are placed in 3D at depth ``focal + z`` (z: mediapipe's
-relative depth in pixels), so that at the face's depth one unit is one pixel and projecting them
-gives back the fitted pixels exactly.
+frame, a typical portrait. Landmarks are placed in 3D at depth ``focal + z`` (z: the relative
+depth in pixels, as mediapipe defines it), so that at the face's depth one unit is one pixel and
+projecting them gives back the fitted pixels exactly.
 
 Mouth expression. The photo's own mouth (lips apart mid-speech, a smile) is read as coefficients of
 the rig's mouth channels (``AvatarFit.expression``, see ``rest.py``), so the rig can rest with
@@ -27,14 +28,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
+from vlogger.engines.avatar.landmarks import FaceLandmarker, HandLandmarker, PoseLandmarker
 from vlogger.engines.avatar.types import AvatarFit, Camera
 from vlogger.engines.errors import InputError
-from vlogger.engines.native_log import quiet_native_stderr
 
 __all__ = [
     "FitConfig",
@@ -52,6 +52,13 @@ _NUM_HAND = 21
 _POSE_FACE_FROM_MESH = (1, 362, 473, 263, 133, 468, 33, 454, 234, 291, 61)
 # rough upright-person template for pose keypoints 11-32 when no body was found: offsets from the
 # chin in units of the outer-eye-corner distance (+x = image right = the person's left)
+#: Faces tilted further than this (eye line vs horizontal, degrees) are refused with advice.
+_MAX_ROLL_DEG = 60.0
+_TURN = {
+    90: "the face lies on its side: turn the photo 90 degrees clockwise so that the face is upright",
+    -90: "the face lies on its side: turn the photo 90 degrees counter-clockwise so that the face is upright",
+    180: "the face is upside down: turn the photo 180 degrees",
+}
 _POSE_TEMPLATE: tuple[tuple[int, float, float], ...] = (
     (11, 1.9, 0.9), (12, -1.9, 0.9), (13, 2.3, 3.2), (14, -2.3, 3.2), (15, 2.2, 5.2), (16, -2.2, 5.2),
     (17, 2.3, 5.7), (18, -2.3, 5.7), (19, 2.1, 5.8), (20, -2.1, 5.8), (21, 2.0, 5.5), (22, -2.0, 5.5),
@@ -65,8 +72,7 @@ class FitConfig:
     """How a photo is fitted (every field is part of the fit cache key)."""
 
     threads: int = 1
-    """OpenCV threads (``cv2.setNumThreads``) used while fitting; mediapipe's own graphs run on
-    their default CPU executor."""
+    """Inference threads of each landmark model and OpenCV threads (``cv2.setNumThreads``)."""
     max_fit_side: int = 1280
     """Photos whose longer side is larger are downscaled to this for detection."""
     min_fit_side: int = 384
@@ -74,18 +80,20 @@ class FitConfig:
     fov_deg: float = 40.0
     """Assumed field of view of the photo's camera across its longer side, in degrees."""
     min_detection_confidence: float = 0.5
-    """mediapipe detection confidence for faces, bodies and hands."""
+    """Detection confidence for faces, bodies and hands."""
     max_faces: int = 4
-    """How many faces FaceMesh looks for; the largest one is the avatar."""
+    """How many faces are looked for; the largest one is the avatar (``AvatarFit.faces`` counts them)."""
     detect_hands: bool = True
     """Run the hand detector (2 x 21 keypoints); when off, hands sit at the wrists, invisible."""
     visibility_threshold: float = 0.5
-    """Pose keypoints with a lower mediapipe visibility are marked invisible."""
+    """Pose keypoints with a lower visibility score are marked invisible."""
     head_pivot: tuple[float, float, float] = (0.0, 0.5, 1.0)
     """Head rotation centre from the midpoint of the outer eye corners, in the head's canonical
     frame and units of the outer-eye-corner distance (below and behind the eyes: about the neck)."""
-    version: int = 1
-    """Version of the fitting procedure; bump it when the procedure changes to invalidate caches."""
+    version: int = 2
+    """Version of the fitting procedure; bump it when the procedure changes to invalidate caches.
+    2: the project's own landmarkers (mediapipe's 468-point face model + the iris model) replace
+    mediapipe's FaceMesh with refine_landmarks=True."""
 
     def cache_token(self) -> str:
         """A stable text form of the settings that change a fit's result (threads do not)."""
@@ -148,41 +156,27 @@ def _detection_scale(width: int, height: int, config: FitConfig) -> float:
 
 
 class Fitter:
-    """Holds mediapipe's FaceMesh, Pose and Hands graphs (created once) and fits many photos.
+    """Holds the face, pose and hand landmarkers (models loaded once) and fits many photos.
 
     Use as a context manager or call ``close()``; ``fits`` counts the photos fitted so far.
     """
 
     def __init__(self, config: FitConfig | None = None) -> None:
-        import mediapipe as mp  # heavy: imported only when a fit is needed
-
         self.config = config or FitConfig()
         self.fits = 0
-        cv2.setNumThreads(int(self.config.threads))
+        threads = int(self.config.threads)
+        cv2.setNumThreads(threads)
         conf = float(self.config.min_detection_confidence)
-        sol: Any = mp.solutions
-        with quiet_native_stderr():
-            self._create_graphs(sol, conf)
-        self._closed = False
-
-    def _create_graphs(self, sol: Any, conf: float) -> None:
-        self._face = sol.face_mesh.FaceMesh(
-            static_image_mode=True,
-            max_num_faces=int(self.config.max_faces),
-            refine_landmarks=True,
-            min_detection_confidence=conf,
+        self._face = FaceLandmarker(
+            static=True, max_faces=int(self.config.max_faces), min_detection_confidence=conf, threads=threads
         )
-        self._pose = sol.pose.Pose(
-            static_image_mode=True,
-            model_complexity=1,
-            enable_segmentation=False,
-            min_detection_confidence=conf,
-        )
+        self._pose = PoseLandmarker(min_detection_confidence=conf, threads=threads)
         self._hands = (
-            sol.hands.Hands(static_image_mode=True, max_num_hands=2, min_detection_confidence=conf)
+            HandLandmarker(max_hands=2, min_detection_confidence=conf, threads=threads)
             if self.config.detect_hands
             else None
         )
+        self._closed = False
 
     def __enter__(self) -> Fitter:
         return self
@@ -191,7 +185,7 @@ class Fitter:
         self.close()
 
     def close(self) -> None:
-        """Release the mediapipe graphs (idempotent)."""
+        """Release the models (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -202,44 +196,31 @@ class Fitter:
     # -- detection --------------------------------------------------------------------------------
 
     def _faces(self, img: np.ndarray) -> list[np.ndarray]:
-        """All faces FaceMesh finds in ``img``, as (478, 3) arrays in ``img`` pixels."""
-        with quiet_native_stderr():
-            res = self._face.process(img)
-        if not res.multi_face_landmarks:
-            return []
-        h, w = img.shape[:2]
-        out = []
-        for lms in res.multi_face_landmarks:
-            a = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float64)
-            if a.shape[0] != _NUM_FACE:
-                continue
-            out.append(a * np.array([w, h, w], dtype=np.float64))
-        return out
+        """All faces found in ``img``, as (478, 3) float64 arrays in ``img`` pixels."""
+        return [np.asarray(f, dtype=np.float64) for f in self._face.process(img) if len(f) == _NUM_FACE]
 
     def _pose_points(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        with quiet_native_stderr():
-            res = self._pose.process(img)
-        if res.pose_landmarks is None:
+        res = self._pose.process(img)
+        if res is None:
             return None
-        h, w = img.shape[:2]
-        lm = res.pose_landmarks.landmark
-        xy = np.array([(p.x * w, p.y * h) for p in lm], dtype=np.float64)
-        vis = np.array([p.visibility for p in lm], dtype=np.float64)
-        return xy, vis
+        xy, vis = res
+        return np.asarray(xy, dtype=np.float64), np.asarray(vis, dtype=np.float64)
 
     def _hand_points(self, img: np.ndarray) -> list[tuple[np.ndarray, str]]:
         if self._hands is None:
             return []
-        with quiet_native_stderr():
-            res = self._hands.process(img)
-        if not res.multi_hand_landmarks:
-            return []
-        h, w = img.shape[:2]
-        out = []
-        for lms, hd in zip(res.multi_hand_landmarks, res.multi_handedness or [], strict=False):
-            xy = np.array([(p.x * w, p.y * h) for p in lms.landmark], dtype=np.float64)
-            out.append((xy, hd.classification[0].label))
-        return out
+        return [(np.asarray(xy, dtype=np.float64), label) for xy, label in self._hands.process(img)]
+
+    def _turned_face(self, det: np.ndarray) -> str | None:
+        """How to turn the photo for a face to appear, when it has none upright (else None)."""
+        for advice, code in (
+            (_TURN[180], cv2.ROTATE_180),
+            (_TURN[90], cv2.ROTATE_90_CLOCKWISE),
+            (_TURN[-90], cv2.ROTATE_90_COUNTERCLOCKWISE),
+        ):
+            if self._faces(np.ascontiguousarray(cv2.rotate(det, code))):
+                return advice
+        return None
 
     def _face_from_pose_crop(self, det: np.ndarray, pose_xy: np.ndarray) -> list[np.ndarray]:
         """Look for the face again in an upscaled crop around the pose's head keypoints."""
@@ -291,12 +272,21 @@ class Fitter:
         if not faces and pose is not None:
             faces = self._face_from_pose_crop(det, pose[0])
         if not faces:
+            turn = self._turned_face(det)
+            if turn is not None:
+                raise InputError(f"no upright face found in the photo ({w}x{h} pixels): {turn}")
             raise InputError(
                 f"no face found in the photo ({w}x{h} pixels): use a photo where one face is clearly "
                 "visible, lit and roughly frontal"
             )
         face = max(faces, key=lambda f: float(np.prod(np.ptp(f[:, :2], axis=0))))
         face = face / np.array([sx, sy, sx])  # back to the photo's pixels (z scales with x)
+        roll = math.degrees(math.atan2(face[263, 1] - face[33, 1], face[263, 0] - face[33, 0]))
+        if abs(roll) > _MAX_ROLL_DEG:  # the rig and renderers animate upright heads
+            turn = _TURN[180] if abs(roll) > 135 else _TURN[90 if roll < 0 else -90]
+            raise InputError(
+                f"the face in the photo ({w}x{h} pixels) is tilted by {roll:.0f} degrees: {turn}"
+            )
 
         camera = default_camera(w, h, cfg.fov_deg)
         rot, center, _ = head_frame(backproject(face, camera), cfg.head_pivot)
@@ -309,6 +299,7 @@ class Fitter:
             head_center=center.astype(np.float32),
             camera=camera,
             image_hash=image_hash,
+            faces=len(faces),
         )
         from vlogger.engines.avatar.rig import photo_expression  # the rig imports this module
 
@@ -348,7 +339,7 @@ class Fitter:
                 dl = float(np.linalg.norm(xy[0] - body[15]))
                 dr = float(np.linalg.norm(xy[0] - body[16]))
                 slot = 0 if dl <= dr else 1
-            else:  # mediapipe labels assume a mirrored (selfie) image: "Right" is the person's left
+            else:  # the hand model's labels assume a mirrored (selfie) image: "Right" is the person's left
                 slot = 0 if label == "Right" else 1
             if slot in slots:
                 slot = 1 - slot

@@ -20,9 +20,11 @@ from vlogger.engines.types import EXPRESSION_NAMES
 __all__ = ["fit_cache_key", "fit_cache_path", "load_cached_fit", "save_fit"]
 
 #: Version of the stored fit: part of the key, and checked on load. 2: fits carry the photo's mouth
-#: expression (``AvatarFit.expression``); bump it whenever what a fit holds or how it is computed
-#: (fitting, the mouth estimate in rest.py or the default expression fields) changes.
-_FORMAT = 2
+#: expression (``AvatarFit.expression``). 3: fitted by the project's own landmarkers (no mediapipe;
+#: 468-point face model + iris model), with the number of faces in the photo. Bump it whenever what a
+#: fit holds or how it is computed (fitting, the mouth estimate in rest.py or the default expression
+#: fields) changes.
+_FORMAT = 3
 
 
 def fit_cache_key(image_hash: str, config: FitConfig, width: int, height: int) -> str:
@@ -50,6 +52,7 @@ def save_fit(key: str, fit: AvatarFit, root: Path | None = None) -> Path:
         camera=np.array([fit.camera.focal, fit.camera.cx, fit.camera.cy], dtype=np.float64),
         image_hash=np.array(fit.image_hash),
         expression=np.asarray(fit.expression, dtype=np.float32),
+        faces=np.int64(fit.faces),
     )
     path = fit_cache_path(key, root)
     atomic_write_bytes(path, buf.getvalue())
@@ -75,6 +78,7 @@ def load_cached_fit(key: str, root: Path | None = None) -> AvatarFit | None:
                 camera=Camera(focal=float(cam[0]), cx=float(cam[1]), cy=float(cam[2])),
                 image_hash=str(d["image_hash"]),
                 expression=np.asarray(d["expression"], dtype=np.float32),
+                faces=int(d["faces"]),
             )
     except Exception:
         return None

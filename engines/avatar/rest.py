@@ -44,7 +44,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import lsq_linear
 
 from vlogger.engines.avatar.basis import ExpressionBasis
 from vlogger.engines.avatar.topology import face_topology
@@ -55,6 +54,7 @@ __all__ = [
     "MOUTH_CHANNELS",
     "UPPER_INNER_LIP",
     "RestPrior",
+    "box_lsq",
     "estimate_mouth_expression",
     "lip_seal",
     "mouth_features",
@@ -182,7 +182,7 @@ def estimate_mouth_expression(
 
     def solve(cols: np.ndarray) -> np.ndarray:
         x = np.zeros(n_c + n_shape)
-        x[cols] = lsq_linear(a_full[:, cols], b_full, bounds=(lo_b[cols], hi_b[cols]), method="bvls").x
+        x[cols] = box_lsq(a_full[:, cols], b_full, lo_b[cols], hi_b[cols])
         return x
 
     try:
@@ -197,6 +197,46 @@ def estimate_mouth_expression(
     c = np.where(x[:n_c] >= pr.dead_zone, x[:n_c], 0.0)
     out[idx] = c.astype(np.float32)
     return out
+
+
+def box_lsq(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """argmin |a x - b|^2 with lo <= x <= hi, for a full-column-rank ``a`` (a strictly convex box QP).
+
+    Active-set iterations (solve for the free variables, clip, repeat) polished by cyclic coordinate
+    descent until the optimality conditions hold; the same optimum as scipy's BVLS, without importing
+    scipy.optimize (0.2-0.3 s) on every photo fit.
+    """
+    h = a.T @ a
+    g = a.T @ b
+    n = h.shape[0]
+    if not np.all(np.isfinite(h)) or np.linalg.matrix_rank(h) < n:
+        raise np.linalg.LinAlgError("the least-squares problem is rank deficient")
+    x = np.clip(np.linalg.solve(h, g), lo, hi)
+    scale = max(float(np.abs(g).max()), 1e-12)
+
+    def converged(x: np.ndarray) -> bool:
+        grad = h @ x - g  # KKT: zero gradient inside, pointing outward at a bound
+        bad = np.where(x <= lo, np.minimum(grad, 0.0), np.where(x >= hi, np.maximum(grad, 0.0), grad))
+        return float(np.abs(bad).max()) <= 1e-10 * scale
+
+    for _ in range(4 * n + 4):
+        grad = h @ x - g
+        fixed = ((x <= lo) & (grad > 0)) | ((x >= hi) & (grad < 0))
+        free = ~fixed
+        y = x.copy()
+        if free.any():
+            rhs = g[free] - h[np.ix_(free, fixed)] @ x[fixed]
+            y[free] = np.linalg.solve(h[np.ix_(free, free)], rhs)
+        y = np.clip(y, lo, hi)
+        if np.array_equal(y, x):
+            break
+        x = y
+    for _ in range(10000):  # coordinate descent: converges for any start on a strictly convex QP
+        if converged(x):
+            break
+        for i in range(n):
+            x[i] = min(max(x[i] - (h[i] @ x - g[i]) / h[i, i], lo[i]), hi[i])
+    return x
 
 
 def _interp(x: np.ndarray, xs: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -46,6 +46,8 @@ class AvatarFit:
     channels jaw_open ... lower_lip_down are non-zero; all zeros for a closed, neutral mouth),
     estimated by ``Fitter.fit`` (see ``rest.py``); the rig takes it out of its rest
     (``RigConfig.closed_rest``). Fits made without an estimate carry zeros: rest = photo."""
+    faces: int = 1
+    """How many faces the photo holds; the avatar is the largest (users are told when there are more)."""
 
 
 @dataclass

@@ -237,7 +237,8 @@ def read_clip_landmarks(path: Path, min_confidence: float = 0.5) -> dict:
     without sound), "source_fps"}``.
     """
     import av
-    import mediapipe as mp
+
+    from training.reference_mesh import face_mesh
 
     times: list[float] = []
     faces: list[np.ndarray | None] = []
@@ -246,12 +247,7 @@ def read_clip_landmarks(path: Path, min_confidence: float = 0.5) -> dict:
         v0 = _start_seconds(vs)
         a0 = _start_seconds(container.streams.audio[0]) - v0 if container.streams.audio else None
         w = h = 0
-        with mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False,
-            max_num_faces=1,
-            refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-        ) as mesh:
+        with face_mesh(static=False, min_detection_confidence=min_confidence) as mesh:
             for frame in container.decode(vs):
                 img = frame.to_ndarray(format="rgb24")
                 h, w = img.shape[:2]

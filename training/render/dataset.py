@@ -3,7 +3,7 @@
 Two builders write the same shard format:
 
 * :func:`build_from_videos`: a folder of talking-head videos. Every frame (resampled to ``fps`` by
-  timestamps) is fitted with ``engines/avatar`` (mediapipe); the first ``train_fraction`` of each
+  timestamps) is fitted with ``engines/avatar`` (its landmarkers); the first ``train_fraction`` of each
   clip is the ``train`` split, the rest ``test``. Each frame's reference is a frame far from it, as
   the paper does (train: the train-split frame farthest in time; test: the clip's first frame),
   and its partial view is the warp renderer's frame of that reference posed to the frame's landmarks.

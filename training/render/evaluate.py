@@ -8,7 +8,7 @@
 Each test shard (the last 20% of a clip) is rendered as one stream with the runtime's outpainting
 (windows of 8, 4 known + 4 new, the reference photo = a frame from the clip's first 80%), at the
 model's crop resolution; ``warp`` is the warp renderer's partial view of the same frames. Mouth
-opening is measured by mediapipe FaceMesh on the frames upscaled 8x; frames where it finds no face
+opening is measured by the face landmarker on the frames upscaled 8x; frames where it finds no face
 are counted (at 32 px it often fails: the measure is meaningful from 64 px models on).
 Models are torch checkpoints (``.pt``) or exported ``.onnx`` files.
 """
@@ -82,19 +82,16 @@ def render_stream(
 
 class _Mouth:
     def __init__(self) -> None:
-        import mediapipe as mp
+        from vlogger.engines.avatar.landmarks import FaceLandmarker
 
-        self.fm = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, refine_landmarks=True, max_num_faces=1
-        )
+        self.fm = FaceLandmarker(static=True, max_faces=1)
 
     def __call__(self, img: np.ndarray) -> float:
         big = cv2.resize(img, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC)
-        res = self.fm.process(big)
-        if not res.multi_face_landmarks:
+        found = self.fm.process(np.ascontiguousarray(big))
+        if not found:
             return float("nan")
-        pts = np.array([[p.x, p.y] for p in res.multi_face_landmarks[0].landmark])
-        return mouth_opening(pts)
+        return mouth_opening(found[0][:, :2])
 
 
 def score(frames: np.ndarray, shard: dict, mouth: _Mouth | None) -> dict:

@@ -1,4 +1,4 @@
-"""Record mediapipe's own face landmarks (+ iris) as references for ``landmarks.FaceLandmarker``.
+"""Record mediapipe's own face landmarks as references for ``landmarks.FaceLandmarker``.
 
 Needs the ``mediapipe`` package (0.10.21; kept in the development environment for references only).
 Per input it records, in pixels of the image:
@@ -18,8 +18,9 @@ Per input it records, in pixels of the image:
   crop between the two is done here in numpy (nearest neighbour at the rounded centre and size,
   corners onto 0..size-1, as image_cropping_calculator.cc). Iris order: 468-472 = the 33/133 eye
   (the person's right), 473-477 = the 362/263 eye; contours in UpdateFaceLandmarksCalculator order.
-- ``refined`` (F, 478, 2) x, y: ``FaceMesh(refine_landmarks=True)`` in the same mode (attention
-  model).
+- ``refined`` (F, 478, 2) x, y and ``refined_z`` (F, 478) z: ``FaceMesh(refine_landmarks=True)``
+  in the same mode (the attention model, which ``landmarks.FaceLandmarker`` runs); z as for
+  ``mesh`` (normalised z times the image width).
 - ``mp_ms`` (F,): FaceMesh(refine_landmarks=False) time per frame.
 
 Values are float32 rounded to 1/64 pixel (NaN: no face).
@@ -448,8 +449,9 @@ def record(inp: Input) -> dict[str, np.ndarray]:
         refined_fm.close()
         iris_ref.close()
     # float32 rounded to 1/64 px (compresses well; far below the parity tolerances); x, y only
-    # but for the mesh
+    # but for the two meshes
     out = {k: (np.round(np.stack(v) * 64) / 64).astype(np.float32) for k, v in rec.items()}
+    out["refined_z"] = np.ascontiguousarray(out["refined"][..., 2])
     for k in ("iris", "contours", "refined"):
         out[k] = np.ascontiguousarray(out[k][..., :2])
     out.update(

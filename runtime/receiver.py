@@ -268,8 +268,9 @@ class FaceSeries:
 
 
 def measure_faces(video: list[ReceivedVideo], every: int = 1, static: bool = True) -> FaceSeries:
-    """Run the face landmarker (mesh + iris) over the received pictures. ``static`` detects every
-    frame afresh: slower, but tracking mode can smooth blinks of small faces away."""
+    """Run the face landmarker (478 points, as FaceMesh refine_landmarks=True) over the received
+    pictures. ``static`` detects every frame afresh: slower, but tracking mode can smooth blinks of
+    small faces away."""
     from vlogger.engines.avatar.landmarks import FaceLandmarker
     from vlogger.engines.avatar.metrics import eye_openness, mouth_opening
 

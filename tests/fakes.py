@@ -126,9 +126,15 @@ class FakeRig:
 
 
 @dataclass
+class FakeFit:
+    faces: int = 1
+    """How many faces the fake photo holds."""
+
+
+@dataclass
 class FakeAvatar:
     image: np.ndarray
-    fit: Any = None
+    fit: FakeFit = field(default_factory=FakeFit)
     rig: FakeRig = field(default_factory=FakeRig)
 
 

@@ -1,10 +1,11 @@
 """mediapipe FaceMesh with ``refine_landmarks=True``: the reference for real mouths.
 
 The runtime fits faces with its own landmarker (``vlogger.engines.avatar.landmarks``: mediapipe's
-face, iris, pose and hand models run by onnxruntime). mediapipe's attention face model, which refines
-lips, eyes and irises, has a custom op that only mediapipe itself runs; it stays the measuring stick
-for real mouths: the mouth read-out's training targets (``training/motion/real_clips.py``) and the
-lip-sync benchmarks (``benchmarks/lipsync.py``, ``lipsync_render.py``, ``teacher_lipsync.py``).
+face, pose and hand models run by onnxruntime, the attention face model's custom ops in numpy), which
+gives FaceMesh(refine_landmarks=True)'s landmarks within 0.02% of the eye distance. mediapipe itself
+stays the measuring stick for real mouths, so that those figures stay comparable across versions:
+the mouth read-out's training targets (``training/motion/real_clips.py``) and the lip-sync
+benchmarks (``benchmarks/lipsync.py``, ``lipsync_render.py``, ``teacher_lipsync.py``).
 mediapipe 0.10.21 pins protobuf<5, so it is installed in a side environment, never beside the runtime::
 
     python -m venv .venv-ref && .venv-ref/bin/pip install -e ".[reference]"

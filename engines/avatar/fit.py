@@ -1,8 +1,10 @@
 """Fitting a photo: 478 face landmarks, 33 body + 2x21 hand keypoints, head pose and a camera.
 
-The project's own landmarkers (``landmarks/``: mediapipe's face, iris, pose and hand models run by
-onnxruntime, with the pre- and post-processing written here) find 468 mesh points + 10 iris points,
-33 body and 2 x 21 hand keypoints on the photo, at most ``max_fit_side`` pixels on the longer side
+The project's own landmarkers (``landmarks/``: mediapipe's face detector, attention face mesh, pose
+and hand models run by onnxruntime, with the pre- and post-processing and the attention model's
+custom ops written here) find the 478 face points of mediapipe's FaceMesh(refine_landmarks=True)
+(468 mesh points with refined lips and eyes + 10 iris points), 33 body and 2 x 21 hand keypoints
+on the photo, at most ``max_fit_side`` pixels on the longer side
 (downscaled) and at least ``min_fit_side`` on the shorter side (upscaled, for tiny photos);
 coordinates come back in pixels of the photo given. When no face is found but the pose model finds a
 person, the face is looked for again in an upscaled crop around the pose's head keypoints
@@ -92,8 +94,8 @@ class FitConfig:
     frame and units of the outer-eye-corner distance (below and behind the eyes: about the neck)."""
     version: int = 2
     """Version of the fitting procedure; bump it when the procedure changes to invalidate caches.
-    2: the project's own landmarkers (mediapipe's 468-point face model + the iris model) replace
-    mediapipe's FaceMesh with refine_landmarks=True."""
+    2: the project's own landmarkers (mediapipe's models run by onnxruntime, the same landmarks as
+    FaceMesh(refine_landmarks=True) within 0.02% of the eye distance) replace mediapipe itself."""
 
     def cache_token(self) -> str:
         """A stable text form of the settings that change a fit's result (threads do not)."""

@@ -21,9 +21,9 @@ __all__ = ["fit_cache_key", "fit_cache_path", "load_cached_fit", "save_fit"]
 
 #: Version of the stored fit: part of the key, and checked on load. 2: fits carry the photo's mouth
 #: expression (``AvatarFit.expression``). 3: fitted by the project's own landmarkers (no mediapipe;
-#: 468-point face model + iris model), with the number of faces in the photo. Bump it whenever what a
-#: fit holds or how it is computed (fitting, the mouth estimate in rest.py or the default expression
-#: fields) changes.
+#: its attention face model run by onnxruntime), with the number of faces in the photo. Bump it
+#: whenever what a fit holds or how it is computed (fitting, the mouth estimate in rest.py or the
+#: default expression fields) changes.
 _FORMAT = 3
 
 

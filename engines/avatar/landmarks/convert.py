@@ -16,7 +16,16 @@ are Apache-2.0), folder ``mediapipe/modules`` of the installed package. Run::
         --mediapipe-dir .venv/lib/python3.11/site-packages/mediapipe/modules \\
         --out engines/avatar/landmarks/assets
 
-What it does, per model (``MODELS`` below):
+This converts the five shipped models (``MODELS``: face detector, pose detector and landmarks, palm
+detector, hand landmarks). The face mesh is the attention model (FaceMesh(refine_landmarks=True)),
+converted by ``convert_attention.py`` into ``assets/attention/``. The 468-point mesh and the iris
+model, which step 1 ran (commit 22de17e), are no longer shipped nor converted by default
+(``COMPARISON_MODELS``); for a comparison run, convert them into a folder of their own with::
+
+    /work/side/tfenv/bin/python engines/avatar/landmarks/convert.py --mediapipe-dir ... \\
+        --only face_landmarks iris --out /tmp/landmarks_step1
+
+What it does, per model:
 
 1. If the source has sparse weights (``DENSIFY`` ops: pose_detection), densify them in a temporary
    copy of the flatbuffer (the values are unchanged; tf2onnx cannot read sparse tensors).
@@ -55,15 +64,19 @@ from typing import Any
 
 import numpy as np
 
-# (onnx file name, source path under mediapipe/modules)
+# (onnx file name, source path under mediapipe/modules): the shipped models, converted by default
 MODELS: list[tuple[str, str]] = [
     ("face_detector.onnx", "face_detection/face_detection_short_range.tflite"),
-    ("face_landmarks.onnx", "face_landmark/face_landmark.tflite"),
-    ("iris.onnx", "iris_landmark/iris_landmark.tflite"),
     ("pose_detector.onnx", "pose_detection/pose_detection.tflite"),
     ("pose_landmarks.onnx", "pose_landmark/pose_landmark_full.tflite"),
     ("palm_detector.onnx", "palm_detection/palm_detection_full.tflite"),
     ("hand_landmarks.onnx", "hand_landmark/hand_landmark_full.tflite"),
+]
+# Not shipped (step 1's face mesh + iris, replaced by the attention model, convert_attention.py):
+# converted only when named in --only, for comparison runs (--out a folder of their own).
+COMPARISON_MODELS: list[tuple[str, str]] = [
+    ("face_landmarks.onnx", "face_landmark/face_landmark.tflite"),
+    ("iris.onnx", "iris_landmark/iris_landmark.tflite"),
 ]
 
 ORIGIN = "mediapipe 0.10.21, Apache-2.0"
@@ -79,6 +92,7 @@ REL_TOL = 1e-3
 N_RANDOM = 5
 
 REPO = Path(__file__).resolve().parents[3]
+DEFAULT_OUT = Path(__file__).resolve().parent / "assets"
 DEFAULT_IMAGE = Path(os.environ.get("VLOGGER_SHARED_DATA", REPO.parent / "shared" / "data")) / (
     "portraits/astronaut_eileen_collins_nasa.png"
 )
@@ -447,12 +461,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--mediapipe-dir", type=Path, required=True, help="the installed mediapipe/modules folder"
     )
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "assets")
-    ap.add_argument("--only", nargs="*", default=None, help="ONNX names (e.g. iris face_detector) to process")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="ONNX names to process (e.g. face_detector; face_landmarks and iris, not shipped, only so)",
+    )
     ap.add_argument("--force", action="store_true", help="reconvert even when up to date")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="real image for the parity check")
     args = ap.parse_args(argv)
+    only = {o.removesuffix(".onnx") for o in args.only or []}
+    todo = [m for m in MODELS + COMPARISON_MODELS if m[0].removesuffix(".onnx") in only] if only else MODELS
+    unknown = only - {m[0].removesuffix(".onnx") for m in MODELS + COMPARISON_MODELS}
+    if unknown:
+        ap.error(f"unknown model(s) in --only: {sorted(unknown)}")
+    if any(m in COMPARISON_MODELS for m in todo) and args.out.resolve() == DEFAULT_OUT.resolve():
+        ap.error("face_landmarks / iris are not shipped any more: give them an --out folder of their own")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import onnx
@@ -465,11 +491,6 @@ def main(argv: list[str] | None = None) -> int:
         f"onnxruntime {onnxruntime.__version__}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    todo = [
-        m
-        for m in MODELS
-        if not args.only or m[0].removesuffix(".onnx") in {o.removesuffix(".onnx") for o in args.only}
-    ]
     if not args.no_verify and not args.image.exists():
         log(f"warning: {args.image} not found: parity on random inputs only")
 
@@ -494,8 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                 table.append((name, r))
                 failed |= not r["ok"]
 
-    total = sum((args.out / n).stat().st_size for n, _ in MODELS if (args.out / n).exists())
-    log(f"\ntotal size of the ONNX files: {total / 1e6:.2f} MB")
+    total = sum((args.out / n).stat().st_size for n, _ in todo if (args.out / n).exists())
+    log(f"\ntotal size of these {len(todo)} ONNX files: {total / 1e6:.2f} MB")
     if table:
         n_in = table[0][1]["inputs"]
         log(f"\nparity, tf.lite.Interpreter (source .tflite) vs onnxruntime ({n_in} inputs each)")

@@ -1,22 +1,19 @@
-"""Face landmarks without mediapipe: its face detector, face mesh and iris models run by onnxruntime.
+"""Face landmarks without mediapipe: its face detector and attention face mesh run by onnxruntime.
 
-:class:`FaceLandmarker` reproduces ``FaceMesh(refine_landmarks=False)`` (graph
-FaceLandmarkFrontCpu of mediapipe 0.10.21) plus mediapipe's iris pipeline for the 10 iris points,
-giving the 478-point layout of ``FaceMesh(refine_landmarks=True)``:
+:class:`FaceLandmarker` reproduces ``FaceMesh(refine_landmarks=True)`` (graph FaceLandmarkFrontCpu
+of mediapipe 0.10.21 with the attention model): 478 points, the lips, eyes and irises refined.
 
 - detection (FaceDetectionShortRangeCpu): the image letterboxed into 128x128 [-1, 1], 896 SSD
   anchors, weighted NMS (IoU 0.3), projected back; at most ``max_faces`` detections.
 - face ROI: detection box, rotated by its eye keypoints (0 -> 1) to horizontal, squared on the long
   side and scaled 1.5 (FaceDetectionFrontDetectionToRoi).
-- mesh (FaceLandmarkCpu): the ROI warped into 192x192 [0, 1], 468 landmarks, face-presence score
-  (sigmoid) must exceed ``min_tracking_confidence``.
+- mesh (FaceLandmarkCpu with attention, ``attention.py``): the ROI warped into 192x192 [0, 1],
+  478 landmarks (mesh + refined lips, eyes and irises), face-presence score (sigmoid) must exceed
+  ``min_tracking_confidence``.
 - tracking (``static=False``, FaceMesh video mode): the next frame's ROI comes from the landmarks
   (their bounding box, rotated by 33 -> 263, squared, x1.5, FaceLandmarkLandmarksToRoi); detection
   runs only while fewer than ``max_faces`` faces are tracked, its ROIs merged with the tracked
   ones (AssociationNormRectCalculator, IoU > 0.5: the tracked one wins).
-- iris (iris.py): 5 iris points per eye -> 468-477, rim points in FaceMesh(refine_landmarks=True)'s
-  order (IRIS_RIM_ORDER: the flipped eye's left/right rim points swapped); the iris z is the mean z
-  of the eye's 16 eyelid points, as FaceMesh(refine_landmarks=True) sets it.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ import numpy as np
 
 from ...backends.ort import OrtConfig, OrtRunner
 from .anchors import FACE_SHORT_RANGE_ANCHORS, ssd_anchors
+from .attention import ATTENTION_DIR, AttentionMesh
 from .detection import (
     DecodeOptions,
     Detection,
@@ -35,16 +33,6 @@ from .detection import (
     letterbox,
     non_max_suppression,
     project_detections,
-)
-from .iris import (
-    EYE_CONTOUR_INDICES,
-    EYE_CORNERS,
-    IRIS_INPUT_SIZE,
-    IRIS_RIM_ORDER,
-    IRIS_Z_SOURCES,
-    decode_eye,
-    eye_roi,
-    eye_tensor,
 )
 from .roi import (
     RotatedRect,
@@ -57,19 +45,12 @@ from .roi import (
     transform_rect,
 )
 
-__all__ = ["ASSETS_DIR", "REFINE_EYES_DEFAULT", "FaceLandmarker", "check_rgb"]
+__all__ = ["ASSETS_DIR", "FaceLandmarker", "check_rgb"]
 
 ASSETS_DIR = Path(__file__).with_name("assets")
-REFINE_EYES_DEFAULT = False
-"""Default of ``refine_eyes``, chosen by parity with FaceMesh(refine_landmarks=True), which the rig's
-eyelids were calibrated on (benchmarks/fit.py, 815 frames of photos and clips; % of the
-outer-eye-corner distance, median / p95): the 32 eyelid points are 1.57 / 3.80 off without the
-iris model's contours, 1.68 / 4.50 with them; the whole mesh 1.72 / 4.23 vs 1.96 / 5.97; eye
-openness (metrics.eye_openness, % of the eye width) 3.28 / 13.9 vs 3.69 / 11.3."""
-
 _DETECTOR_SIZE = 128
 _MESH_SIZE = 192
-_NUM_MESH = 468
+_NUM_POINTS = 478
 _ASSOCIATION_IOU = 0.5
 
 
@@ -107,10 +88,9 @@ class FaceLandmarker:
     """478 face landmarks per face in pixels, from mediapipe's models (no mediapipe needed).
 
     ``static``: detect on every call (FaceMesh static_image_mode); otherwise track across calls
-    like FaceMesh's video mode (:meth:`reset` forgets the tracked faces). ``refine_eyes``: replace
-    the mesh's 142 eye-region points (eyelids, eye halos, lower brows) by the iris model's eye
-    contours, as mediapipe's old iris_tracking graph did (x, y only; z stays the mesh's).
-    ``threads``: onnxruntime intra-op threads per model.
+    like FaceMesh's video mode (:meth:`reset` forgets the tracked faces). ``threads``: onnxruntime
+    intra-op threads per model. ``assets_dir``: where face_detector.onnx and attention/ are (default:
+    the package's).
 
     One deviation from FaceMesh: with ``max_faces`` > 1, tracked and newly detected faces together
     can outnumber ``max_faces`` in mediapipe; here only the ``max_faces`` largest are returned and
@@ -124,7 +104,6 @@ class FaceLandmarker:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         threads: int = 1,
-        refine_eyes: bool = REFINE_EYES_DEFAULT,
         assets_dir: str | Path | None = None,
     ):
         if max_faces < 1:
@@ -138,12 +117,11 @@ class FaceLandmarker:
         self.static = static
         self.max_faces = max_faces
         self.min_tracking_confidence = min_tracking_confidence
-        self.refine_eyes = refine_eyes
         folder = Path(assets_dir) if assets_dir is not None else ASSETS_DIR
         config = OrtConfig(threads=threads)
         self._detector: OrtRunner | None = OrtRunner(folder / "face_detector.onnx", "onnxruntime", config)
-        self._mesh: OrtRunner | None = OrtRunner(folder / "face_landmarks.onnx", "onnxruntime", config)
-        self._iris: OrtRunner | None = OrtRunner(folder / "iris.onnx", "onnxruntime", config)
+        attention = folder / "attention" if assets_dir is not None else ATTENTION_DIR
+        self._mesh: AttentionMesh | None = AttentionMesh(threads=threads, assets_dir=attention)
         self._anchors = ssd_anchors(FACE_SHORT_RANGE_ANCHORS)
         self._decode = _face_decode_options(min_detection_confidence)
         self._tracked: list[RotatedRect] = []
@@ -171,7 +149,7 @@ class FaceLandmarker:
         if not self.static:
             self._tracked = [rect for _, rect in faces]
         scale = np.array([w, h, w], dtype=np.float64)
-        return [self._with_iris(image, mesh, size) * scale for mesh, _ in faces]
+        return [mesh * scale for mesh, _ in faces]
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """The face detector's detections (normalised to the image), best first, at most max_faces."""
@@ -189,7 +167,10 @@ class FaceLandmarker:
 
     def close(self) -> None:
         """Release the onnxruntime sessions (idempotent)."""
-        self._detector = self._mesh = self._iris = None
+        self._detector = None
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
         self._tracked = []
 
     def __enter__(self) -> FaceLandmarker:
@@ -213,6 +194,11 @@ class FaceLandmarker:
 
     def _input(self, name: str) -> str:
         return self._runner(name).input_names[0]
+
+    def _attention(self) -> AttentionMesh:
+        if self._mesh is None:
+            raise RuntimeError("FaceLandmarker is closed")
+        return self._mesh
 
     def _rois(self, image: np.ndarray, size: tuple[int, int]) -> list[RotatedRect]:
         """Face ROIs for this frame: tracked ones, plus detected ones when too few are tracked."""
@@ -238,33 +224,15 @@ class FaceLandmarker:
         return transform_rect(rect, size, scale_x=1.5, scale_y=1.5, square_long=True)
 
     def _mesh_landmarks(self, image: np.ndarray, rect: RotatedRect) -> np.ndarray | None:
-        """(468, 3) normalised landmarks in ``rect``, or None when the face-presence score is too low
+        """(478, 3) normalised landmarks in ``rect``, or None when the face-presence score is too low
         (or the ROI is degenerate)."""
         values = (rect.x_center, rect.y_center, rect.width, rect.height, rect.rotation)
         if not (np.all(np.isfinite(values)) and rect.width > 0 and rect.height > 0):
             return None
         tensor, _, _ = image_to_tensor(image, rect, _MESH_SIZE, _MESH_SIZE, (0.0, 1.0), "replicate")
-        out = _outputs_by_size(self._runner("_mesh").infer({self._input("_mesh"): tensor[None]}))
-        presence = 1.0 / (1.0 + np.exp(-float(out[1].reshape(-1)[0])))
+        crop_points, logit = self._attention().infer(tensor[None])
+        presence = 1.0 / (1.0 + np.exp(-logit))
         if not presence > self.min_tracking_confidence:
             return None
-        pts = tensors_to_landmarks(out[_NUM_MESH * 3], _NUM_MESH, _MESH_SIZE, _MESH_SIZE)
+        pts = tensors_to_landmarks(crop_points.reshape(-1), _NUM_POINTS, _MESH_SIZE, _MESH_SIZE)
         return project_landmarks(pts, rect)
-
-    def _with_iris(self, image: np.ndarray, mesh: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(478, 3) normalised: the mesh (eye regions refined if ``refine_eyes``) + 10 iris points."""
-        full = np.empty((_NUM_MESH + 10, 3), dtype=np.float64)
-        full[:_NUM_MESH] = mesh
-        runner = self._runner("_iris")
-        name = runner.input_names[0]
-        for i, (corners, flip) in enumerate(EYE_CORNERS):
-            rect = eye_roi(mesh, corners, size)
-            tensor, pad = eye_tensor(image, rect, flip)
-            out = _outputs_by_size(runner.infer({name: tensor[None]}))
-            eye = decode_eye(out[71 * 3], out[5 * 3], rect, flip, pad, IRIS_INPUT_SIZE)
-            if self.refine_eyes:
-                full[EYE_CONTOUR_INDICES[i], :2] = eye.contour[:, :2]
-            iris = full[_NUM_MESH + 5 * i : _NUM_MESH + 5 * i + 5]
-            iris[:, :2] = eye.iris[IRIS_RIM_ORDER[i], :2]
-            iris[:, 2] = mesh[IRIS_Z_SOURCES[i], 2].mean()
-        return full

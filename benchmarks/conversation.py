@@ -42,7 +42,8 @@ async def run(turns: int, size: int) -> dict[str, Any]:
     from vlogger.runtime.brains import EchoBrain
     from vlogger.runtime.config import VloggerConfig
     from vlogger.runtime.conversation import Conversation
-    from vlogger.runtime.pipeline import Pipeline, RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
+    from vlogger.runtime.pipeline import Pipeline
     from vlogger.runtime.server_config import ServerConfig
     from vlogger.runtime.tracks import AvatarVideoTrack, SpeechAudioTrack
 

@@ -149,7 +149,7 @@ def aperture_errors(ours: np.ndarray, ref: np.ndarray, iod: np.ndarray) -> np.nd
     """(F, 2) |eye openness difference| per eye, in % of the eye width (``metrics.eye_openness``:
     the lid gap over the eye's corner distance, what the rig's eyelids are calibrated on).
     ``iod`` is unused (the measure is a ratio already)."""
-    from vlogger.engines.avatar.metrics import eye_openness
+    from vlogger.engines.metrics import eye_openness
 
     return np.array(
         [

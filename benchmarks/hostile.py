@@ -2,7 +2,7 @@
 
 The server runs as its own process (``python -m vlogger.runtime serve --loopback-ice --size 256``).
 An observer process (see ``soak.py``) holds one **neighbour** session over WebRTC (an aiortc
-:class:`~vlogger.runtime.receiver.Receiver` that says a sentence every ``--say-every`` seconds)
+:class:`~benchmarks.receiver.Receiver` that says a sentence every ``--say-every`` seconds)
 and polls ``GET /healthz`` every 0.2 s; it runs apart from this process so that building and
 sending the hostile payloads cannot delay what it measures. Then each case of the corpus runs
 against the server from this process, over a fresh plain WebSocket (``websockets`` client, or a
@@ -66,8 +66,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soak import (
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.soak import (
     Observer,
     ObserverConfig,
     Server,

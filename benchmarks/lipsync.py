@@ -48,12 +48,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "benchmarks"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+if str(ROOT) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(ROOT))
 
-from training.motion.mouth import best_lag_r  # noqa: E402
 from training.motion.mouth_data import ClipData, load_clips  # noqa: E402
+from vlogger.engines.metrics import best_lag_r, mouth_opening  # noqa: E402
 from vlogger.engines.types import AudioChunk, MotionFrame  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -105,8 +104,6 @@ def make_engine(name: str, fold_model: Path | None, models_cache: dict) -> objec
 
 
 def rig_openings(frames: list[MotionFrame], rig: object) -> np.ndarray:
-    from vlogger.engines.avatar.metrics import mouth_opening
-
     return np.asarray([mouth_opening(rig.pose(f).face) for f in frames])  # type: ignore[attr-defined]
 
 
@@ -208,7 +205,7 @@ def rendered_level(
     """The whole pipeline per clip: photo = the clip's most closed-mouth frame (the corpus' reference
     frame), audio = its first ``max_seconds``, rendered at 256 px by ``render_video``, FaceMesh on
     the MP4; r vs the real mouth, and the renderer's fidelity (rendered vs commanded opening)."""
-    import lipsync_render as lr
+    from benchmarks import lipsync_render as lr
 
     per: dict[str, dict[str, float]] = {e: {} for e in engines}
     cmd: dict[str, dict[str, float]] = {e: {} for e in engines}
@@ -262,7 +259,7 @@ def open_mouth_level(clips: list[ClipData], folds: Path, engine: str, max_second
     to ``max_seconds``) then 2 s of silence, rendered. Rest: the rendered opening over the last
     second (the avatar has finished speaking) vs the real clip's closed mouth (5th percentile of
     its opening). Motion size: std of the rendered opening over the speech vs the real one's."""
-    import lipsync_render as lr
+    from benchmarks import lipsync_render as lr
 
     rows = {}
     work.mkdir(parents=True, exist_ok=True)

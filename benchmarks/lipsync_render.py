@@ -6,7 +6,7 @@ video clock (16 kHz, frame ``i`` covers ``[i/25, (i+1)/25)``). :func:`render_cli
 H.264/AAC MP4), strips the render's lead-in so that rendered frame ``i`` lines up with audio frame
 ``i``, reads the MP4 back with PyAV and re-detects the face with mediapipe FaceMesh
 (``static_image_mode=False, refine_landmarks=True, max_num_faces=1``) on every frame: the RENDERED
-mouth opening (:func:`vlogger.engines.avatar.metrics.mouth_opening`, NaN where no face is found).
+mouth opening (:func:`vlogger.engines.metrics.mouth_opening`, NaN where no face is found).
 
 Beside it, the COMMANDED opening: the same measure on the rig's posed face (``avatar.rig.pose``)
 for the motion frames the render used. The motion engine render_video builds is wrapped (through
@@ -44,14 +44,13 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
-from vlogger.engines.avatar.metrics import mouth_opening
+from vlogger.engines.metrics import best_lag, mouth_opening
+from vlogger.engines.metrics import pearson as _pearson
+from vlogger.engines.metrics import shifted_pairs as _shifted
 from vlogger.runtime.config import VloggerConfig
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.motion.mouth import best_lag
-from training.motion.mouth import pearson as _pearson
-from training.motion.mouth import shifted_pairs as _shifted
 
 __all__ = [
     "FPS",
@@ -201,7 +200,7 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
 
 
 score = best_lag
-"""Pearson r at the best lag within +-``max_lag`` frames (:func:`training.motion.mouth.best_lag`)."""
+"""Pearson r at the best lag within +-``max_lag`` frames (:func:`vlogger.engines.metrics.best_lag`)."""
 
 
 class Fidelity(NamedTuple):
@@ -359,27 +358,26 @@ def _resolve(config: ConfigSource) -> VloggerConfig:
 
 
 def _mesh_openings(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """Mouth opening per decoded frame (NaN where no face), the frames' pts in seconds, and fps."""
+    """Mouth opening per decoded frame (NaN where no face), the frames' pts in seconds, and fps.
+
+    Rendered frames are measured with the project's face landmarker (tracking mode), which gives
+    mediapipe FaceMesh(refine_landmarks=True)'s landmarks within 0.02% of the eye distance
+    (``benchmarks/fit.py``); the real clips' mouths stay measured by mediapipe itself."""
     import av
 
-    from training.reference_mesh import face_mesh
+    from vlogger.engines.avatar.landmarks import FaceLandmarker
 
     values: list[float] = []
     times: list[float] = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate) if stream.average_rate else float("nan")
-        with face_mesh(static=False) as mesh:
+        with FaceLandmarker(static=False) as mesh:
             for frame in container.decode(stream):
                 img = frame.to_ndarray(format="rgb24")
-                h, w = img.shape[:2]
                 times.append(float(frame.time) if frame.time is not None else float("nan"))
-                res = mesh.process(img)
-                if not res.multi_face_landmarks:
-                    values.append(float("nan"))
-                    continue
-                lm = res.multi_face_landmarks[0].landmark
-                values.append(mouth_opening(np.array([[p.x * w, p.y * h] for p in lm])))
+                found = mesh.process(img)
+                values.append(mouth_opening(found[0][:, :2]) if found else float("nan"))
     return np.asarray(values), np.asarray(times), fps
 
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-import motion_network as mn
-import teacher_lipsync as tl
-
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import motion_network as mn
+from benchmarks import teacher_lipsync as tl
 from vlogger.engines.audio import chunk_audio
+from vlogger.engines.metrics import best_lag, mouth_openings
 from vlogger.engines.motion.factory import make_motion_engine
 from vlogger.engines.types import AudioChunk, MotionFrame
 
@@ -68,7 +68,7 @@ def run(data: Path, clips_dir: Path, seeds: list[int], n_boot: int) -> dict:
         if not (data / "video" / f"{name}.mp4").exists():
             continue
         clip = mn.load_clip(data, name, clips_dir)
-        real = np.where(clip["found"], mn.opening(clip["landmarks"]), np.nan)
+        real = np.where(clip["found"], mouth_openings(clip["landmarks"]), np.nan)
         n = len(real)
         ph = align_audio(clip["pcm"], 16000)
         ph = [type(p)(p.phoneme, p.start + clip["a0"], p.end + clip["a0"], p.alphabet) for p in ph]
@@ -85,8 +85,8 @@ def run(data: Path, clips_dir: Path, seeds: list[int], n_boot: int) -> dict:
                         n,
                         ph if kind == "aligned" else None,
                     )
-                    pred = mn.opening(mn.posed(frames, rig))
-                    r, lag = tl.best_lag(real, pred)
+                    pred = mouth_openings(mn.posed(frames, rig))
+                    r, lag = best_lag(real, pred, tl.MAX_LAG)
                     rs.append(r)
                     ms.append(cost)
                     if seed == seeds[0]:

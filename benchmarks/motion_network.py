@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository root (training/)
-import teacher_lipsync as tl
-
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root (training/)
+from benchmarks import teacher_lipsync as tl
 from vlogger.engines.audio import chunk_audio, load_audio
 from vlogger.engines.avatar.rig import rotation_from_6d
+from vlogger.engines.metrics import best_lag, mouth_openings, pearson, shifted_pairs
 from vlogger.engines.motion.network import NetworkConfig, NetworkMotionEngine
 from vlogger.engines.types import AudioChunk, MotionFrame
 
@@ -109,12 +109,6 @@ def aligned(face: np.ndarray) -> np.ndarray:
     ey = np.stack([-ex[:, 1], ex[:, 0]], 1)
     q = p - c[:, None]
     return np.stack([(q * ex[:, None]).sum(-1), (q * ey[:, None]).sum(-1)], -1) / s[:, None]
-
-
-def opening(face: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(face[:, 13, :2] - face[:, 14, :2], axis=1) / np.linalg.norm(
-        face[:, 33, :2] - face[:, 263, :2], axis=1
-    )
 
 
 def jerk(face: np.ndarray) -> float:
@@ -221,13 +215,13 @@ def score(
     real_jerk: float,
 ) -> dict:
     face = posed(frames, rig)
-    pred = opening(face)
-    r, lag = tl.best_lag(real_open, pred)
+    pred = mouth_openings(face)
+    r, lag = best_lag(real_open, pred, tl.MAX_LAG)
     boot = tl.block_bootstrap(real_open, pred, lag, n_boot, rng)
     return {
         "r": round(r, 4),
         "lag": lag,
-        "r_lag0": round(tl._pearson(*tl._shifted(real_open, pred, 0)), 4),
+        "r_lag0": round(pearson(*shifted_pairs(real_open, pred, 0)), 4),
         "ci95": tl._ci(boot),
         "_boot": boot,
         "_trace": pred,
@@ -243,10 +237,10 @@ def diversity(
     runs = [run_engine(model, clip["pcm"], clip["a0"], n, s, cfg)[0] for s in SEEDS]
     mouth = np.stack([[f.expression[:9] for f in fr] for fr in runs])  # (seeds, n, 9)
     yp = np.stack([yaw_pitch(fr) for fr in runs])  # (seeds, n, 2)
-    op = [opening(posed(fr, rig)) for fr in runs]
+    op = [mouth_openings(posed(fr, rig)) for fr in runs]
     extra = {}
     if real_open is not None:  # lip sync of every seed (seed 0 alone is a noisy estimate)
-        rs = [tl.best_lag(real_open, o)[0] for o in op]
+        rs = [best_lag(real_open, o, tl.MAX_LAG)[0] for o in op]
         extra = {"r_seeds": [round(float(r), 4) for r in rs], "r_seeds_mean": round(float(np.mean(rs)), 4)}
     return {
         **extra,
@@ -254,7 +248,7 @@ def diversity(
         "seed_std_yaw_pitch_deg": [round(float(x), 3) for x in yp.std(0).mean(0)],
         "time_std_mouth": round(float(mouth.std(1).mean()), 4),
         "time_std_yaw_pitch_deg": [round(float(x), 3) for x in yp.std(1).mean(0)],
-        "two_seed_mouth_r": round(float(np.corrcoef(op[0], op[1])[0, 1]), 4),
+        "two_seed_mouth_r": round(pearson(op[0], op[1]), 4),
         "two_seed_yaw_pitch_diff_deg": round(float(np.abs(yp[0] - yp[1]).mean()), 3),
     }
 
@@ -311,7 +305,7 @@ def run(args: argparse.Namespace) -> dict:
         clip = load_clip(args.data, name, args.clips)
         lm, ok = clip["landmarks"], clip["found"]
         n = len(lm)
-        real_open = np.where(ok, opening(lm), np.nan)
+        real_open = np.where(ok, mouth_openings(lm), np.nan)
         real_al = aligned(lm)
         real_jerk = jerk(lm)
         d: dict = {"frames": n, "real_jitter": round(real_jerk, 5), "_real": real_open}

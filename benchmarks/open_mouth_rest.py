@@ -63,8 +63,8 @@ def decode_frame(path: Path, index: int) -> np.ndarray:
 
 def measure_clip(clip: str, data: Path, fitter: Any) -> dict[str, Any]:
     from vlogger.engines.avatar import AvatarConfig, RigConfig, load_avatar
-    from vlogger.engines.avatar.metrics import mouth_opening
     from vlogger.engines.avatar.rig import Rig
+    from vlogger.engines.metrics import mouth_opening
     from vlogger.engines.render.warp import WarpRenderer
     from vlogger.engines.types import EXPRESSION_NAMES
 

@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from vlogger.runtime.receiver import Receiver, audio_envelope, av_offset, measure_faces
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.receiver import Receiver, audio_envelope, av_offset, measure_faces
 
 RESULTS = Path(__file__).with_name("results")
 #: Each begins with an open-mouth sound, so "first open mouth" measures latency, not phonetics.
@@ -200,10 +202,10 @@ def piper_first_chunk_ms() -> float:
 
 def model_lag_ms(size: int, motion: str | None = None, mouth: str | None = None) -> float:
     """Lag of the motion model's mouth behind the audio, on the stream clock (no transport)."""
-    from vlogger.engines.avatar.metrics import mouth_opening
+    from vlogger.engines.metrics import mouth_opening
     from vlogger.engines.tts import PiperTTS
     from vlogger.runtime.config import VloggerConfig
-    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
 
     config = VloggerConfig()
     if motion:

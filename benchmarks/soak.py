@@ -1,7 +1,7 @@
 """Soak and churn of ``vlogger serve``: memory, frame rate, loop lag and errors over time.
 
 The server runs as its own process (``python -m vlogger.runtime serve --loopback-ice``); this
-process holds the sessions (aiortc :class:`~vlogger.runtime.receiver.Receiver` clients on
+process holds the sessions (aiortc :class:`~benchmarks.receiver.Receiver` clients on
 loopback), and a small observer process polls ``GET /healthz`` every 0.2 s from outside, so the
 round-trip time measures how late the server's event loop answers (its loop lag) without this
 process's own load in it.
@@ -66,7 +66,9 @@ from typing import Any
 
 import numpy as np
 
-from vlogger.runtime.receiver import Receiver
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.receiver import Receiver
 
 RESULTS = Path(__file__).with_name("results")
 #: Short sentences (about 1.5-2.5 s of speech each), so one every 3 s does not pile up.

@@ -33,6 +33,7 @@ from vlogger.engines.audio import load_audio
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script from benchmarks/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vlogger.engines.metrics import best_lag, mouth_opening, pearson, shifted_pairs
 from vlogger.engines.motion.teacher import TeacherConfig, generate_motion
 from vlogger.engines.motion.visemes import mouth_opening_proxy
 from vlogger.engines.types import AudioChunk, MotionFrame
@@ -78,8 +79,7 @@ def real_opening(path: Path) -> tuple[np.ndarray, float, float]:
                     values.append(np.nan)
                     continue
                 lm = res.multi_face_landmarks[0].landmark
-                p = np.array([[lm[i].x * w, lm[i].y * h] for i in (13, 14, 33, 263)])
-                values.append(float(np.linalg.norm(p[0] - p[1]) / np.linalg.norm(p[2] - p[3])))
+                values.append(mouth_opening(np.array([[q.x * w, q.y * h] for q in lm])))
     t, v = np.asarray(times), np.asarray(values)
     duration = float(t[-1] + (np.median(np.diff(t)) if len(t) > 1 else 1.0 / FPS))
     n = int(np.floor(duration * FPS + 1e-6))
@@ -113,42 +113,14 @@ def rig_opening(frames: list[MotionFrame], rig: object | None) -> np.ndarray | N
     """The same landmark ratio on the default avatar posed by the rig (None without a rig)."""
     if rig is None:
         return None
-    out = []
-    for f in frames:
-        face = rig.pose(f).face  # type: ignore[attr-defined]
-        out.append(np.linalg.norm(face[13] - face[14]) / np.linalg.norm(face[33] - face[263]))
-    return np.asarray(out)
-
-
-def _shifted(real: np.ndarray, pred: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (real[t], pred[t - lag]): lag > 0 compares the real mouth with the teacher's earlier frame."""
-    if lag > 0:
-        r, p = real[lag:], pred[:-lag]
-    elif lag < 0:
-        r, p = real[:lag], pred[-lag:]
-    else:
-        r, p = real, pred
-    ok = np.isfinite(r) & np.isfinite(p)
-    return r[ok], p[ok]
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def best_lag(real: np.ndarray, pred: np.ndarray) -> tuple[float, int]:
-    scores = {lag: _pearson(*_shifted(real, pred, lag)) for lag in range(-MAX_LAG, MAX_LAG + 1)}
-    lag = max(scores, key=lambda k: -np.inf if np.isnan(scores[k]) else scores[k])
-    return scores[lag], lag
+    return np.asarray([mouth_opening(rig.pose(f).face) for f in frames])  # type: ignore[attr-defined]
 
 
 def block_bootstrap(
     real: np.ndarray, pred: np.ndarray, lag: int, n_boot: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Correlations of ``n_boot`` moving-block resamples of the frame pairs at a fixed lag."""
-    r, p = _shifted(real, pred, lag)
+    r, p = shifted_pairs(real, pred, lag)
     n = len(r)
     block = min(BLOCK, max(1, n // 4))
     n_blocks = int(np.ceil(n / block))
@@ -156,7 +128,7 @@ def block_bootstrap(
     for k in range(n_boot):
         starts = rng.integers(0, n - block + 1, n_blocks)
         idx = (starts[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
-        out[k] = _pearson(r[idx], p[idx])
+        out[k] = pearson(r[idx], p[idx])
     return out
 
 
@@ -222,12 +194,12 @@ def run(data: Path, n_boot: int) -> dict:
                 series["rig"] = rig_opening(frames, rig)
             for measure in measures:
                 pred = series[measure]
-                r, lag = best_lag(real, pred)
+                r, lag = best_lag(real, pred, MAX_LAG)
                 boot = block_bootstrap(real, pred, lag, n_boot, rng)
                 clip[f"{mode}/{measure}"] = {
                     "r": round(r, 4),
                     "lag": lag,
-                    "r_lag0": round(_pearson(*_shifted(real, pred, 0)), 4),
+                    "r_lag0": round(pearson(*shifted_pairs(real, pred, 0)), 4),
                     "ci95": [
                         round(float(np.nanpercentile(boot, 2.5)), 4),
                         round(float(np.nanpercentile(boot, 97.5)), 4),

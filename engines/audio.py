@@ -1,4 +1,5 @@
-"""Audio in: decode any file or bytes to mono float32, resample, per-frame loudness, chunking.
+"""Audio in: decode any file or bytes to mono float32, resample (whole or streaming), per-frame
+loudness, chunking.
 
 Everything here is plain numpy. Decoding goes through PyAV (FFmpeg), frame by frame, so only the
 mono float32 result is ever held in memory (about 14 MB per 10 minutes at 22,050 Hz).
@@ -15,25 +16,25 @@ from pathlib import Path
 import numpy as np
 
 from vlogger.engines.errors import InputError
+from vlogger.engines.loudness import SILENCE_DB, LoudnessTracker, db_level
 from vlogger.engines.types import AudioChunk
 
 __all__ = [
     "SILENCE_DB",
+    "StreamResampler",
     "chunk_audio",
     "frame_energy",
+    "frame_to_mono",
     "load_audio",
     "resample",
     "speech_envelope",
 ]
 
-#: The loudness reported for digital silence or frames past the end of the audio (dBFS).
-SILENCE_DB = -100.0
-
 # Scale of each integer sample format to [-1, 1] (PyAV names; planar variants end in "p").
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 
 
-def _frame_to_mono(frame: object) -> np.ndarray:
+def frame_to_mono(frame: object) -> np.ndarray:
     """One decoded PyAV ``AudioFrame`` to mono float32 (channels averaged, any sample format)."""
     fmt = frame.format  # type: ignore[attr-defined]
     channels = len(frame.layout.channels)  # type: ignore[attr-defined]
@@ -101,7 +102,7 @@ def load_audio(
                         rate = int(frame.sample_rate)
                     elif int(frame.sample_rate) != rate:
                         raise InputError(f"{name} changes its sample rate mid-stream")
-                    mono = _frame_to_mono(frame)
+                    mono = frame_to_mono(frame)
                     pieces.append(mono)
                     total += mono.shape[0]
                     if max_seconds is not None and total > max_seconds * rate:
@@ -127,58 +128,135 @@ def load_audio(
 
 
 def resample(pcm: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """Band-limited polyphase resampling (``scipy.signal.resample_poly``, Kaiser window).
+    """Band-limited resampling of a whole signal: :class:`StreamResampler` fed it in one piece.
 
-    Output length is ``ceil(len * dst / src)``; a 1 kHz tone keeps its amplitude within 0.1 dB
-    between 8, 16, 22.05, 44.1 and 48 kHz. Returns float32.
+    Output length is ``round(len * dst / src)`` (halves up); a 1 kHz tone keeps its amplitude
+    within 0.1 dB between 8, 16, 22.05, 44.1 and 48 kHz. Returns float32.
     """
-    from scipy.signal import resample_poly
-
-    if src_rate <= 0 or dst_rate <= 0:
-        raise ValueError(f"sample rates must be positive (got {src_rate} -> {dst_rate})")
-    x = np.asarray(pcm, dtype=np.float32)
-    if src_rate == dst_rate or x.shape[0] == 0:
-        return x.copy()
-    ratio = Fraction(int(dst_rate), int(src_rate))
-    y = resample_poly(x, ratio.numerator, ratio.denominator)
-    return np.asarray(y, dtype=np.float32)
+    r = StreamResampler(src_rate, dst_rate)
+    head = r.process(pcm)
+    tail = r.flush()
+    return np.concatenate([head, tail]) if tail.size else head
 
 
-def _frame_bounds(n_samples: int, rate: int, fps: float, n_frames: int | None) -> tuple[np.ndarray, int]:
-    if fps <= 0 or rate <= 0:
-        raise ValueError(f"fps and rate must be positive (got fps={fps}, rate={rate})")
-    if n_frames is None:
-        n_frames = math.ceil(n_samples * fps / rate - 1e-9)
-    edges = np.round(np.arange(n_frames + 1) * (rate / fps)).astype(np.int64)
-    return np.clip(edges, 0, n_samples), n_frames
+class StreamResampler:
+    """Band-limited resampling of one stream in pieces, from ``rate_in`` to ``rate_out`` Hz.
+
+    A polyphase FIR (``scipy.signal.upfirdn``) with ``scipy.signal.resample_poly``'s filter: with
+    ``up / down = rate_out / rate_in`` in lowest terms, a Kaiser-windowed (beta 5) sinc of
+    ``10 * max(up, down)`` upsampled taps each side, cut off at the lower Nyquist frequency. Output
+    ``m`` is the filtered signal at input time ``m * rate_in / rate_out`` (zero phase, no delay on
+    the stream's clock); :meth:`process` returns each output once the input it reads has arrived
+    (:attr:`lookahead` input samples after its time), keeping the input history and the phase
+    between pieces. :meth:`flush` ends the stream as if silence followed: the output then totals
+    ``round(n * rate_out / rate_in)`` samples for ``n`` in, and the resampler starts a new stream.
+
+    However the input is cut into pieces, the concatenated output is the same, sample for sample,
+    as :func:`resample` of the whole (each output sums the same products in the same order), so
+    pieces join without clicks. Mono float input (any shape, flattened); float32 output.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        if int(rate_in) <= 0 or int(rate_out) <= 0:
+            raise ValueError(f"sample rates must be positive (got {rate_in} -> {rate_out})")
+        self.rate_in, self.rate_out = int(rate_in), int(rate_out)
+        ratio = Fraction(self.rate_out, self.rate_in)
+        self.up, self.down = ratio.numerator, ratio.denominator
+        self._half = 10 * max(self.up, self.down)
+        self._h = np.zeros(0)
+        if not self.identity:
+            from scipy.signal import firwin
+
+            self._h = firwin(2 * self._half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))
+            self._h = self._h * self.up
+        # input samples one output reads, and the input offsets where an upfirdn window may start
+        # so that its outputs fall on ours (s * up = half, modulo down)
+        self._taps = -(-len(self._h) // self.up) if not self.identity else 1
+        self._start_mod = self._half * pow(self.up, -1, self.down) % self.down if self.down > 1 else 0
+        self.reset()
+
+    @property
+    def identity(self) -> bool:
+        """Both rates are equal: pieces pass through unchanged."""
+        return self.up == self.down
+
+    @property
+    def lookahead(self) -> int:
+        """Input samples past an output's time that must arrive before it is returned."""
+        return 0 if self.identity else -(-self._half // self.up)
+
+    def reset(self) -> None:
+        """Forget the stream (its pending output is dropped); the next piece starts a new one."""
+        pad = self._taps + self.down  # zeros before the stream (the filter reads them)
+        self._buf = np.zeros(pad)
+        self._base = -pad  # input index of _buf[0]
+        self._n_in = 0  # input samples received
+        self._next = 0  # index of the next output
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        """The outputs that the input so far completes (float32; may be empty)."""
+        x = np.asarray(pcm, dtype=np.float64).reshape(-1)
+        if self.identity:
+            return x.astype(np.float32)
+        self._buf = np.concatenate([self._buf, x])
+        self._n_in += x.size
+        # output m reads the input up to index (m * down + half) // up
+        return self._emit((self.up * self._n_in - 1 - self._half) // self.down + 1)
+
+    def flush(self) -> np.ndarray:
+        """The rest of the output, as if the input were followed by silence; then a new stream."""
+        if self.identity:
+            return np.zeros(0, np.float32)
+        total = (2 * self._n_in * self.up + self.down) // (2 * self.down)
+        last_read = ((total - 1) * self.down + self._half) // self.up
+        pad = last_read + 1 - (self._base + self._buf.size)
+        if pad > 0:
+            self._buf = np.concatenate([self._buf, np.zeros(pad)])
+        out = self._emit(total)
+        self.reset()
+        return out
+
+    def _emit(self, stop: int) -> np.ndarray:
+        """Outputs ``self._next`` up to ``stop`` (their input is in the buffer)."""
+        from scipy.signal import upfirdn
+
+        first = self._next
+        if stop <= first:
+            return np.zeros(0, np.float32)
+        up, down, half = self.up, self.down, self._half
+        lo = (first * down + half) // up - self._taps + 1  # the first input the first output reads
+        s = lo - (lo - self._start_mod) % down  # a window start on our output grid, at or before lo
+        end = ((stop - 1) * down + half) // up + 1
+        y = upfirdn(self._h, self._buf[s - self._base : end - self._base], up, down)
+        i0 = (first * down + half - s * up) // down
+        out = y[i0 : i0 + stop - first].astype(np.float32)
+        self._next = stop
+        # keep what the next window needs
+        lo = (stop * down + half) // up - self._taps + 1 - down
+        if lo > self._base:
+            self._buf = self._buf[lo - self._base :]
+            self._base = lo
+        return out
 
 
 def frame_energy(pcm: np.ndarray, rate: int, fps: float, n_frames: int | None = None) -> np.ndarray:
     """Loudness of each video frame as RMS in dBFS (0 dBFS = a full-scale square wave).
 
-    Value ``i`` covers samples ``[round(i*rate/fps), round((i+1)*rate/fps))``, i.e. the time span
-    ``[i/fps, (i+1)/fps)``. Each frame's mean is removed first, so DC offset does not read as
-    loudness. Frames with no samples (past the end) or digital silence read :data:`SILENCE_DB`.
-    ``n_frames`` defaults to enough frames to cover the audio. Returns float32 shape (n_frames,).
-    A full-scale sine reads about -3 dBFS; speech from piper about -20 to -12 dBFS.
+    Value ``i`` covers samples ``[floor(i*rate/fps + 1/2), floor((i+1)*rate/fps + 1/2))``, i.e. the
+    time span ``[i/fps, (i+1)/fps)`` (a :class:`~vlogger.engines.loudness.LoudnessTracker` bin).
+    Each frame's mean is removed first, so DC offset does not read as loudness. Frames with no
+    samples (past the end) or digital silence read :data:`SILENCE_DB`. ``n_frames`` defaults to
+    enough frames to cover the audio. Returns float32 shape (n_frames,). A full-scale sine reads
+    about -3 dBFS; speech from piper about -20 to -12 dBFS.
     """
+    if fps <= 0 or rate <= 0:
+        raise ValueError(f"fps and rate must be positive (got fps={fps}, rate={rate})")
     x = np.asarray(pcm, dtype=np.float64).reshape(-1)
-    edges, n = _frame_bounds(x.shape[0], rate, fps, n_frames)
-    out = np.full(n, SILENCE_DB, dtype=np.float64)
-    if n == 0 or x.shape[0] == 0:
-        return out.astype(np.float32)
-    csum = np.concatenate([[0.0], np.cumsum(x)])
-    csq = np.concatenate([[0.0], np.cumsum(x * x)])
-    a, b = edges[:-1], edges[1:]
-    count = (b - a).astype(np.float64)
-    has = count > 0
-    mean = np.where(has, (csum[b] - csum[a]) / np.maximum(count, 1), 0.0)
-    var = np.where(has, (csq[b] - csq[a]) / np.maximum(count, 1) - mean * mean, 0.0)
-    rms = np.sqrt(np.maximum(var, 0.0))
-    with np.errstate(divide="ignore"):
-        db = 20.0 * np.log10(rms)
-    out[has] = np.maximum(db[has], SILENCE_DB)
-    return out.astype(np.float32)
+    if n_frames is None:
+        n_frames = math.ceil(x.shape[0] * fps / rate - 1e-9)
+    tracker = LoudnessTracker(fps)
+    tracker.add(x, rate, 0)
+    return tracker.db_range(0, n_frames).astype(np.float32)
 
 
 def speech_envelope(
@@ -191,13 +269,13 @@ def speech_envelope(
 ) -> np.ndarray:
     """A 0..1 speech-energy envelope per video frame, same framing as :func:`frame_energy`.
 
-    A fixed (causal, clip-independent) mapping: ``floor_db`` and below -> 0, ``full_db`` and
-    above -> 1, linear in dB between. Piper speech peaks near 1 on vowels and falls to 0 in pauses.
+    A fixed (causal, clip-independent) mapping (:func:`~vlogger.engines.loudness.db_level`):
+    ``floor_db`` and below -> 0, ``full_db`` and above -> 1, linear in dB between. Piper speech
+    peaks near 1 on vowels and falls to 0 in pauses.
     """
     if full_db <= floor_db:
         raise ValueError("full_db must be above floor_db")
-    db = frame_energy(pcm, rate, fps, n_frames).astype(np.float64)
-    return np.clip((db - floor_db) / (full_db - floor_db), 0.0, 1.0).astype(np.float32)
+    return db_level(frame_energy(pcm, rate, fps, n_frames), floor_db, full_db).astype(np.float32)
 
 
 def chunk_audio(

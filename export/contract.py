@@ -2,15 +2,18 @@
 
 A contract names every input and output, its symbolic dims and which are dynamic axes; with the
 model's concrete sizes it gives shapes, ``torch.onnx.export`` dynamic axes and TensorRT
-optimisation-profile (min, opt, max) shapes, so the three never disagree.
-(``export/motion.py`` has the motion network's contract in the same shape; it can move onto
-this base.)
+optimisation-profile (min, opt, max) shapes, so the three never disagree. :meth:`OnnxContract.export`
+is the one ``torch.onnx.export`` call of every model. The contracts: ``RENDER_DENOISER``
+(``export/renderer.py``) and ``MOTION_STEP`` (``export/motion.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +32,11 @@ class TensorSpec:
     """Indices of the dims that are dynamic axes."""
     dtype: str = "float32"
     """numpy dtype name."""
+
+    def __post_init__(self) -> None:
+        for i in self.dynamic:
+            if not 0 <= i < len(self.dims) or self.dims[i].isdigit():
+                raise ValueError(f"{self.name}: dynamic axis {i} must be a symbolic dim of {self.dims}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,39 @@ class OnnxContract:
             three = [self.shape(s.name, {**sizes, **{k: v[i] for k, v in ranges.items()}}) for i in range(3)]
             out[s.name] = (three[0], three[1], three[2])
         return out
+
+    def export(self, model: Any, args: Sequence[Any], path: str | Path, metadata: Mapping[str, Any]) -> Path:
+        """``torch.onnx.export`` of ``model`` (in eval mode, no grad) traced on the example inputs
+        ``args`` (one per input, in order) with the contract's names, dynamic axes and opset, then
+        ``metadata`` as JSON under :attr:`metadata_key` (torch and onnx are imported here)."""
+        import onnx
+        import torch
+
+        if len(args) != len(self.inputs):
+            raise ValueError(
+                f"{len(self.inputs)} example inputs ({', '.join(self.input_names)}), not {len(args)}"
+            )
+        if not self.metadata_key:
+            raise ValueError("the contract has no metadata_key")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = model.eval()
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                tuple(args),
+                str(path),
+                input_names=self.input_names,
+                output_names=self.output_names,
+                dynamic_axes=self.dynamic_axes(),
+                opset_version=self.opset,
+                dynamo=False,
+            )
+        proto = onnx.load(str(path))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = self.metadata_key, json.dumps(dict(metadata))
+        onnx.save(proto, str(path))
+        return path
 
     def check_feed(self, feed: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> None:
         """Raise ValueError when a feed misses an input or a fixed dim disagrees with ``sizes``."""

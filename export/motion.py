@@ -1,8 +1,9 @@
 """The ONNX contract of the streaming motion network: names, shapes, dynamic axes, shape profiles.
 
-One object (:data:`MOTION_STEP`) is used by the ONNX export (``training/motion/export.py``), by
-the runtime engine (``engines/motion/network.py``) and, later, by TensorRT optimisation profiles,
-so the three never disagree.
+One :class:`~vlogger.export.contract.OnnxContract` (:data:`MOTION_STEP`, the same type as the
+renderer's ``RENDER_DENOISER``) is used by the ONNX export (``training/motion/export.py``), by the
+runtime engine (``engines/motion/network.py``) and by TensorRT optimisation profiles
+(:data:`MOTION_RANGES`), so the three never disagree.
 
 The graph is one streaming step of the transformer: one new frame (noisy, or clean with ``t = 0``
 to fill the cache) against the keys and values of up to ``window - 1`` cached frames.
@@ -27,69 +28,15 @@ and model configs travel in the ONNX metadata under :data:`METADATA_KEY` (JSON).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["METADATA_KEY", "MOTION_STEP", "OnnxContract", "TensorSpec"]
+from vlogger.export.contract import OnnxContract, TensorSpec
+
+__all__ = ["METADATA_KEY", "MOTION_RANGES", "MOTION_STEP", "motion_sizes"]
 
 #: ONNX ``metadata_props`` key holding the JSON with mean, std, feature_config, model_config.
 METADATA_KEY = "vlogger_motion"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output."""
-
-    name: str
-    """Tensor name in the graph."""
-    dims: tuple[str, ...]
-    """Symbolic dims; resolved by :meth:`OnnxContract.shape`."""
-    dynamic: tuple[int, ...] = ()
-    """Indices of the dims that are dynamic axes."""
-
-
-@dataclass(frozen=True)
-class OnnxContract:
-    """Names, shapes and dynamic axes of a graph, plus the opset it is exported with."""
-
-    inputs: tuple[TensorSpec, ...]
-    """Graph inputs, in the order of the torch ``forward``."""
-    outputs: tuple[TensorSpec, ...]
-    """Graph outputs, in order."""
-    opset: int = 18
-    """ONNX opset."""
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [s.name for s in self.outputs]
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """For ``torch.onnx.export(dynamic_axes=...)``."""
-        return {s.name: {i: s.dims[i] for i in s.dynamic} for s in (*self.inputs, *self.outputs) if s.dynamic}
-
-    def shape(self, name: str, sizes: dict[str, int]) -> tuple[int, ...]:
-        """Concrete shape of a tensor; ``sizes`` maps symbols ("batch", "layers", ...) to ints and
-        may use ``"window-1"``."""
-        spec = next(s for s in (*self.inputs, *self.outputs) if s.name == name)
-        return tuple(int(sizes[d]) if not d.isdigit() else int(d) for d in spec.dims)
-
-    def profiles(
-        self,
-        sizes: dict[str, int],
-        batches: tuple[int, int, int] = (1, 2, 2),
-        qs: tuple[int, int, int] = (1, 1, 2),
-    ) -> dict:
-        """TensorRT-style (min, opt, max) shapes of every input for the batch and q sizes given."""
-        out = {}
-        for s in self.inputs:
-            out[s.name] = tuple(
-                self.shape(s.name, {**sizes, "batch": b, "q": q}) for b, q in zip(batches, qs, strict=True)
-            )
-        return out
-
 
 _KV = ("layers", "batch", "heads", "window-1", "head_dim")
 _KVQ = ("layers", "batch", "heads", "q", "head_dim")
@@ -110,4 +57,24 @@ MOTION_STEP = OnnxContract(
         TensorSpec("k", _KVQ, (1, 3)),
         TensorSpec("v", _KVQ, (1, 3)),
     ),
+    opset=18,
+    metadata_key=METADATA_KEY,
 )
+
+#: (min, opt, max) of the dynamic symbols as the runtime uses them: batch 1 (no guidance) or 2
+#: (cond + uncond), q 1 or 2 (previous clean frame + current noisy frame).
+MOTION_RANGES: Mapping[str, tuple[int, int, int]] = {"batch": (1, 2, 2), "q": (1, 1, 2)}
+
+
+def motion_sizes(model_config: Mapping[str, Any]) -> dict[str, int]:
+    """The fixed symbols of :data:`MOTION_STEP` for a model (its ``model_config``: the ONNX
+    metadata's, or ``ModelConfig.to_dict()``)."""
+    c = model_config
+    return {
+        "layers": int(c["layers"]),
+        "heads": int(c["heads"]),
+        "window-1": int(c["window"]) - 1,
+        "head_dim": int(c["width"]) // int(c["heads"]),
+        "motion_dim": int(c["motion_dim"]),
+        "audio_dim": int(c["audio_dim"]),
+    }

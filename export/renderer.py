@@ -53,31 +53,12 @@ def renderer_sizes(size: int, control: int) -> dict[str, int]:
 
 def export_denoiser(model: Any, path: str | Path, metadata: dict, frames: int = 8) -> Path:
     """Export a torch denoiser (``forward(x, t, ref, control) -> eps``) to ONNX with the contract."""
-    import onnx
     import torch
 
     size, control = int(metadata["model"]["size"]), int(metadata["model"]["control_channels"])
     sizes = {**renderer_sizes(size, control), "batch": 1, "frames": frames}
-    args = tuple(torch.zeros(RENDER_DENOISER.shape(s.name, sizes)) for s in RENDER_DENOISER.inputs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            args,
-            str(path),
-            input_names=RENDER_DENOISER.input_names,
-            output_names=RENDER_DENOISER.output_names,
-            dynamic_axes=RENDER_DENOISER.dynamic_axes(),
-            opset_version=RENDER_DENOISER.opset,
-            dynamo=False,
-        )
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
-    onnx.save(proto, str(path))
-    return path
+    args = [torch.zeros(RENDER_DENOISER.shape(s.name, sizes)) for s in RENDER_DENOISER.inputs]
+    return RENDER_DENOISER.export(model, args, path, metadata)
 
 
 def parity(model: Any, onnx_path: str | Path, batch: int = 1, frames: int = 8, seed: int = 0) -> float:

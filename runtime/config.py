@@ -75,12 +75,6 @@ class VloggerConfig:
     seed: int = 0
     """Seed of every stochastic process (blinks, gaze, head motion)."""
 
-    def needs_phonemes(self) -> bool:
-        """Whether the configured engine's mouth reads phoneme timings (so audio without them is
-        worth aligning): ``teacher``, and ``hybrid`` with the phoneme-driven mouth."""
-        hybrid_phonemes = self.motion_engine == "hybrid" and self.mouth == "phonemes"
-        return self.motion_engine == "teacher" or hybrid_phonemes
-
     def uses_motion_network(self) -> bool:
         """Whether the configured motion engine runs the learned network (and Whisper)."""
         return self.motion_engine in ("hybrid", "network")

@@ -1,10 +1,10 @@
 """Speech in: the session's microphone -> 16 kHz -> echo check -> streaming VAD -> utterances ->
 whisper (off the event loop) -> ``user`` and ``transcript`` events; onsets drive barge-in.
 
-Threads per session: the event loop only resamples each incoming frame (PyAV's resampler, any
-rate or layout) and queues it; a ``vlogger-listen`` thread runs the echo check and the VAD on
-32 ms chunks; a ``vlogger-asr`` thread transcribes finished utterances (the whisper model is
-shared by the sessions and serialised by its own lock).
+Threads per session: the event loop only resamples each incoming frame (mixed to mono, then
+:class:`~vlogger.engines.audio.StreamResampler`, any rate) and queues it; a ``vlogger-listen``
+thread runs the echo check and the VAD on 32 ms chunks; a ``vlogger-asr`` thread transcribes
+finished utterances (the whisper model is shared by the sessions and serialised by its own lock).
 
 **Echo.** The browser's echo cancellation removes the avatar's voice from a real microphone. As a
 backstop (a device or page without it, a loopback test), the server knows exactly what it played
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from vlogger.engines.asr.vad import VAD_CHUNK, VAD_RATE, SpeechEnd, SpeechSegmenter, SpeechStart, VADConfig
+from vlogger.engines.audio import StreamResampler, frame_to_mono
 
 __all__ = ["EchoCanceller", "ListenConfig", "Listener", "PlayedAudio", "to_16k_mono"]
 
@@ -69,10 +70,16 @@ def to_16k_mono(pcm: np.ndarray, rate: int) -> np.ndarray:
     go through :meth:`Listener.feed`, which keeps the resampler's state between frames)."""
     from vlogger.engines.audio import resample
 
-    x = np.asarray(pcm, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    return resample(x, int(rate), VAD_RATE)
+    return resample(_mono(pcm), int(rate), VAD_RATE)
+
+
+def _mono(pcm: np.ndarray) -> np.ndarray:
+    """``(n,)`` or ``(n, channels)`` samples, float in [-1, 1] or int16, as mono float32."""
+    x = np.asarray(pcm)
+    if x.dtype == np.int16:
+        x = x.astype(np.float32) / 32768.0
+    x = np.asarray(x, dtype=np.float32)
+    return x.mean(axis=1) if x.ndim == 2 else x.reshape(-1)
 
 
 class PlayedAudio:
@@ -218,8 +225,7 @@ class Listener:
         self._asr_cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._resampler: Any = None
-        self._format: tuple[Any, ...] | None = None
+        self._resampler: StreamResampler | None = None
         self._anchor: float | None = None
         self._fed = 0  # 16 kHz samples queued since the anchor
         self.dropped_s = 0.0
@@ -257,35 +263,29 @@ class Listener:
     # ---- input (event loop) ----------------------------------------------------------------
     def feed_frame(self, frame: Any) -> None:
         """A decoded microphone ``av.AudioFrame`` (any rate, layout, sample format)."""
-        import av
-
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if self._resampler is None or key != self._format:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=VAD_RATE)
-            self._format = key
-        parts = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        self.frames += 1
-        if parts:
-            self._queue(
-                np.concatenate(parts).astype(np.float32, copy=False), frame.samples / frame.sample_rate
-            )
+        self._feed_mono(frame_to_mono(frame), int(frame.sample_rate))
 
     def feed(self, pcm: np.ndarray, rate: int) -> None:
         """Microphone samples as numpy: ``(n,)`` mono or ``(n, channels)``, float in [-1, 1] or int16."""
-        import av
-
         x = np.asarray(pcm)
-        if x.ndim == 1:
-            x = x[:, None]
-        if x.ndim != 2 or x.shape[1] not in (1, 2):
+        if (x.ndim == 2 and x.shape[1] not in (1, 2)) or x.ndim not in (1, 2):
             raise ValueError(f"microphone audio must be (n,) or (n, 1|2), got shape {x.shape}")
-        if x.dtype == np.int16:
-            x = x.astype(np.float32) / 32768.0
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        layout = "mono" if x.shape[1] == 1 else "stereo"
-        frame = av.AudioFrame.from_ndarray(x.reshape(1, -1), format="flt", layout=layout)
-        frame.sample_rate = int(rate)
-        self.feed_frame(frame)
+        self._feed_mono(_mono(x), int(rate))
+
+    def _feed_mono(self, mono: np.ndarray, rate: int) -> None:
+        """Resample one frame to 16 kHz (the resampler's state carries over between frames; a new
+        rate flushes the old one's tail first) and queue it."""
+        parts = []
+        if self._resampler is not None and self._resampler.rate_in != rate:
+            parts.append(self._resampler.flush())
+            self._resampler = None
+        if self._resampler is None:
+            self._resampler = StreamResampler(rate, VAD_RATE)
+        parts.append(self._resampler.process(mono))
+        self.frames += 1
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if out.size:
+            self._queue(out, mono.size / rate)
 
     def _queue(self, pcm: np.ndarray, in_dur: float) -> None:
         now = self.clock_now()

@@ -12,6 +12,8 @@ from types import TracebackType
 import av
 import numpy as np
 
+from vlogger.engines.audio import StreamResampler
+
 __all__ = ["AAC_RATES", "Mp4Writer"]
 
 #: Sample rates the AAC encoder accepts; others are resampled to 48 kHz.
@@ -61,6 +63,9 @@ class Mp4Writer:
             self._audio.layout = "mono"
             self._audio_pts = 0
         self._src_rate = sample_rate or 0
+        self._resampler = (
+            StreamResampler(self._src_rate, self.sample_rate) if self._src_rate != self.sample_rate else None
+        )
         self.frames_written = 0
         self.samples_written = 0
         self._closed = False
@@ -75,13 +80,16 @@ class Mp4Writer:
         self.frames_written += 1
 
     def write_audio(self, pcm: np.ndarray) -> None:
-        """Append mono float32 samples at the rate given to the constructor."""
+        """Append mono float32 samples at the rate given to the constructor (a rate AAC lacks is
+        resampled as one stream across calls: its last few samples come out at :meth:`close`)."""
         if self._audio is None:
             raise RuntimeError("this writer has no audio stream")
-        if self._src_rate != self.sample_rate:
-            from vlogger.engines.audio import resample
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
+        self._encode_audio(pcm)
 
-            pcm = resample(pcm, self._src_rate, self.sample_rate)
+    def _encode_audio(self, pcm: np.ndarray) -> None:
+        assert self._audio is not None
         pcm = np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0)
         step = 1024 * 16
         for start in range(0, len(pcm), step):
@@ -103,6 +111,8 @@ class Mp4Writer:
             for packet in self._video.encode(None):
                 self._container.mux(packet)
             if self._audio is not None:
+                if self._resampler is not None:
+                    self._encode_audio(self._resampler.flush())
                 for packet in self._audio.encode(None):
                     self._container.mux(packet)
             self._container.close()

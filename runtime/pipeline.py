@@ -7,12 +7,15 @@ Two worker threads per session, so inference never runs on the event loop:
   what the render thread has already committed to, resamples it to 48 kHz into the
   :class:`~vlogger.runtime.tracks.AudioTimeline` and hands the same chunk (re-timed) to the render
   thread; it runs at most ``synthesis_ahead_s`` ahead of playback.
-* the **render thread** owns the motion engine, the avatar and the renderer: it keeps
-  ``render_ahead_s`` of frames ready in the :class:`~vlogger.runtime.tracks.FrameQueue`, idling
-  (the motion engine runs on silence) whenever nothing is said.
+* the **render thread** owns the session's :class:`~vlogger.engines.stream.AvatarStream` (motion
+  engine -> rig -> renderer): it keeps ``render_ahead_s`` of frames ready in the
+  :class:`~vlogger.runtime.tracks.FrameQueue`, idling (the motion engine runs on silence) whenever
+  nothing is said. The speech thread talks to it only through typed messages
+  (:class:`PushAudio`, :class:`EndOfSegment`, :class:`ClearBuffer`): the interruption acts on the
+  next frame, and queued audio is flushed.
 
-Engines come from an :class:`EngineFactory` (:class:`RealEngines` for piper + the phoneme motion
-engine + the warp renderer; tests pass fakes).
+Engines come from an :class:`~vlogger.runtime.engine_factory.EngineFactory` (``RealEngines`` as
+configured; tests pass fakes).
 """
 
 from __future__ import annotations
@@ -20,230 +23,49 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import av
 import numpy as np
 
-from vlogger.engines.types import AudioChunk, PhonemeTiming
+from vlogger.engines.audio import StreamResampler
+from vlogger.engines.errors import InputError
+from vlogger.engines.stream import AvatarStream, StreamConfig
+from vlogger.engines.types import AudioChunk
 from vlogger.runtime.clock import MediaClock
+from vlogger.runtime.engine_factory import EngineFactory, close_quietly
 from vlogger.runtime.listen import PlayedAudio
 from vlogger.runtime.protocol import ProtocolError, event
 from vlogger.runtime.render_worker import yuv420p_frame
 from vlogger.runtime.segments import AudioBudget, AudioRefused, AudioSegment
 from vlogger.runtime.server_config import ServerConfig
 from vlogger.runtime.tracks import AUDIO_RATE, AudioTimeline, FrameQueue
+from vlogger.runtime.utterance import (
+    ClearBuffer,
+    EndOfSegment,
+    PushAudio,
+    SegmentAudio,
+    StreamCommand,
+    Utterance,
+    lower_thread_priority,
+    retime,
+)
 
 __all__ = [
     "AudioBudget",
     "AudioRefused",
     "AudioSegment",
-    "EngineFactory",
+    "ClearBuffer",
+    "EndOfSegment",
     "Pipeline",
-    "RealEngines",
-    "SerializedRenderer",
+    "PushAudio",
     "Utterance",
 ]
 
 _LOG = logging.getLogger(__name__)
-
-
-class EngineFactory(Protocol):
-    """Builds a session's engines (all synchronous, numpy in and out)."""
-
-    fps: float
-
-    def make_tts(self) -> Any:
-        """An object with ``synthesize(text, start_pts) -> Iterator[AudioChunk]``."""
-
-    def make_motion(self, seed: int) -> Any:
-        """A :class:`~vlogger.engines.motion.base.MotionEngine` at ``fps``."""
-
-    def load_avatar(self, source: bytes | str | None) -> Any:
-        """An avatar (``.image``, ``.fit``, ``.rig.pose``); raises ``InputError`` for a bad photo."""
-
-    def make_renderer(self, avatar: Any) -> Any:
-        """A :class:`~vlogger.engines.render.base.Renderer` for ``avatar``."""
-
-
-class RealEngines:
-    """piper TTS, the phoneme motion engine and the warp renderer, configured by ``VloggerConfig``.
-
-    The default avatar is fitted once and shared by every session (avatars are read-only).
-    """
-
-    def __init__(self, config: Any, size: int | None = None, image: str | None = None) -> None:
-        self.config = config
-        self.fps = float(config.output.fps)
-        self.size = int(size or config.output.height)
-        self.image = image
-        self._default: Any = None
-        self._master: Any = None
-        self._voice_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._render_lock = threading.Lock()
-        self._vad_session: Any = None
-        self._asr: Any = None
-        self._motion_models: Any = None
-        self._motion_loaded = False
-        self._pool: Any = None
-        if config.server.render_processes:
-            from vlogger.runtime.render_worker import WorkerPool
-
-            self._pool = WorkerPool(spare=config.server.spare_render_processes, threads=1)
-
-    def _voice(self) -> Any:
-        """The server's one loaded voice (loaded on first use)."""
-        with self._voice_lock:
-            if self._master is None:
-                from vlogger.engines.tts import PiperTTS
-
-                tts = PiperTTS(self.config.tts)
-                tts.warmup()
-                self._master = tts
-            return self._master
-
-    def prepare(self) -> None:
-        """Load the voice and the motion models and start the spare render processes ahead of
-        the first session (so opening a session loads no model)."""
-        if self._pool is not None:
-            self._pool.fill()
-        self._voice()
-        self._shared_motion_models()
-
-    def _shared_motion_models(self) -> Any:
-        """The motion network and Whisper encoder, loaded once for every session."""
-        with self._lock:
-            if not self._motion_loaded:
-                from vlogger.runtime.capacity import usable_cores
-
-                self._motion_models = self.config.load_motion_models(parallel=usable_cores())
-                self._motion_loaded = True
-            return self._motion_models
-
-    def make_tts(self) -> Any:
-        """A voice for a new session: shares the loaded ONNX session (no load, no extra memory)."""
-        return self._voice().share()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the spare render processes."""
-        if self._pool is not None:
-            self._pool.close(timeout)
-
-    def make_vad(self) -> Any:
-        """A streaming Silero VAD for one microphone (the ONNX session is shared)."""
-        from vlogger.engines.asr.vad import SileroVAD, VADConfig
-
-        with self._lock:
-            if self._vad_session is None:
-                self._vad_session = SileroVAD.load_session(VADConfig(threads=1))
-            session = self._vad_session
-        return SileroVAD(VADConfig(threads=1), session=session)
-
-    def make_asr(self) -> Any:
-        """The whisper recogniser, shared by every session (it serialises calls itself)."""
-        from vlogger.engines.asr import ASRConfig, WhisperASR
-
-        with self._lock:
-            if self._asr is None:
-                threads = max(1, int(getattr(self.config.tts, "threads", 1)))
-                self._asr = WhisperASR(ASRConfig(cpu_threads=threads))
-            asr = self._asr
-        asr.warmup()
-        return asr
-
-    def make_motion(self, seed: int) -> Any:
-        return self.config.make_motion(seed, models=self._shared_motion_models())
-
-    def load_avatar(self, source: bytes | str | None) -> Any:
-        from vlogger.engines.avatar import load_avatar
-
-        if source is None:
-            with self._lock:
-                if self._default is None:
-                    self._default = load_avatar(self.image, height=self.size, config=self.config.avatar)
-                return self._default
-        return load_avatar(source, height=self.size, config=self.config.avatar)
-
-    def make_renderer(self, avatar: Any) -> Any:
-        """The session's renderer: in a worker process of its own (``render_processes``), or in
-        the render thread (warp then takes turns with other sessions, see SerializedRenderer)."""
-        if self._pool is not None:
-            from vlogger.runtime.render_worker import ProcessRenderer, RendererSpec
-
-            spec = RendererSpec(
-                self.config.renderer, avatar.image, avatar.fit, self.config.warp, self.config.diffusion
-            )
-            return ProcessRenderer(self._pool, spec)
-        from vlogger.engines.render.factory import make_renderer
-
-        cfg = self.config
-        renderer = make_renderer(cfg.renderer, avatar.image, avatar.fit, cfg.warp, cfg.diffusion)
-        if cfg.renderer == "warp":
-            return SerializedRenderer(renderer, self._render_lock)
-        return renderer
-
-
-class SerializedRenderer:
-    """Runs a renderer under a lock shared by all sessions of one server.
-
-    Used when ``render_processes`` is off. The warp renderer spends a few ms per frame in small
-    numpy/OpenCV calls holding the GIL; several sessions rendering in parallel threads then
-    thrash the GIL and render fewer frames in total than one thread alone (measured at 256 px:
-    187 frames/s with one thread, 165 with two, 121 with four). Taking turns keeps the total at
-    the single-thread rate, while TTS, encoding and the network still run in parallel.
-    """
-
-    def __init__(self, inner: Any, lock: threading.Lock) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self._lock = lock
-
-    def render(self, posed: Any) -> Any:
-        with self._lock:
-            return self.inner.render(posed)
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def close(self) -> None:
-        _close(self.inner)
-
-
-@dataclass(eq=False)
-class Utterance:
-    """A ``say`` or an ``audio.*`` segment from queued to done/interrupted."""
-
-    id: str
-    text: str | None = None
-    audio: AudioSegment | None = None
-    received: float = field(default_factory=time.monotonic)
-    """``time.monotonic()`` when the request arrived."""
-    state: str = "queued"
-    start_time: float | None = None
-    """Stream time of its first sample once placed."""
-    first_frame_ms: float | None = None
-    """Milliseconds from the request to the first video frame sent at or after its start."""
-    first_audio_ms: float | None = None
-    """Milliseconds from the request to its first audio sample sent."""
-
-
-def _retime(chunk: AudioChunk, offset: float) -> AudioChunk:
-    return AudioChunk(
-        pcm=chunk.pcm,
-        sample_rate=chunk.sample_rate,
-        pts=chunk.pts + offset,
-        sample_offset=round((chunk.pts + offset) * chunk.sample_rate),
-        phonemes=[
-            PhonemeTiming(p.phoneme, p.start + offset, p.end + offset, p.alphabet) for p in chunk.phonemes
-        ],
-        text=chunk.text,
-    )
 
 
 class Pipeline:
@@ -271,11 +93,17 @@ class Pipeline:
         """What the avatar said, at 16 kHz on the media clock (the microphone's echo reference)."""
         self._emit = emit
         self._avatar = avatar
-        self._renderer = engines.make_renderer(avatar)
+        renderer = engines.make_renderer(avatar)
         try:
-            self._motion = engines.make_motion(seed)
+            # the audio plays from the AudioTimeline; the stream only animates (frames carry none)
+            self._stream: AvatarStream[Any] = AvatarStream(
+                avatar,
+                engines.make_motion(seed),
+                renderer,
+                StreamConfig(fps=self.fps, audio_rate=None, max_buffered_s=math.inf, causal=True),
+            )
         except BaseException:  # a session that cannot start must not leave its render process
-            _close(self._renderer)
+            close_quietly(renderer)
             raise
         self._tts: Any = None
         self.ready = threading.Event()
@@ -284,7 +112,7 @@ class Pipeline:
         self._wake = threading.Condition(self._lock)
         self._pending: collections.deque[Utterance] = collections.deque()
         self._active: list[Utterance] = []
-        self._inbox: list[tuple[str, Any]] = []
+        self._inbox: list[StreamCommand] = []
         self._gen = 0
         self._horizon = 0.0
         self._new_avatar: tuple[Any, Any] | None = None
@@ -339,10 +167,10 @@ class Pipeline:
         self.frames.flush()
         self.timeline.flush()
         with self._lock:
-            renderers = [self._renderer] + ([self._new_avatar[1]] if self._new_avatar else [])
+            renderers = [self._stream.renderer] + ([self._new_avatar[1]] if self._new_avatar else [])
             self._new_avatar = None
         for r in renderers:
-            _close(r)
+            close_quietly(r)
 
     @property
     def closed(self) -> bool:
@@ -375,7 +203,7 @@ class Pipeline:
             self._watch_first_frame.clear()
             self.timeline.flush()
             self.played.truncate(self.timeline.read_pos / AUDIO_RATE)
-            self._inbox.append(("clear", None))
+            self._inbox.append(ClearBuffer())
             for u in cut:
                 u.state = "interrupted"
                 if u.audio is not None:
@@ -389,7 +217,7 @@ class Pipeline:
             if not self._stop.is_set():
                 self._new_avatar, renderer = (avatar, renderer), None
         if renderer is not None:  # the session closed meanwhile
-            _close(renderer)
+            close_quietly(renderer)
 
     # ---- track callbacks (event loop) -------------------------------------------------------
     def on_audio_marks(self, marks: list[tuple[Hashable, str]]) -> None:
@@ -434,7 +262,7 @@ class Pipeline:
     def _speech_loop(self) -> None:
         lower_thread_priority(self.config.synthesis_nice)
         self._tts = self.engines.make_tts()  # load the voice before the first say needs it
-        _to_48k(np.zeros(64, np.float32), 16000)  # and the resampler (scipy.signal imports slowly)
+        StreamResampler(16000, AUDIO_RATE)  # and the resampler (scipy.signal imports slowly)
         self.ready.set()
         while not self._stop.is_set():
             with self._wake:
@@ -448,7 +276,9 @@ class Pipeline:
             try:
                 self._speak(utt, gen)
             except Exception as exc:
-                code = "bad_text" if type(exc).__name__ == "InputError" else "internal"
+                code = "internal"
+                if isinstance(exc, InputError):
+                    code = exc.code if exc.code != "bad_input" else "bad_text" if utt.text else "bad_audio"
                 _LOG.warning("utterance %s failed: %s", utt.id, exc)
                 with self._wake:
                     if utt in self._active:
@@ -468,11 +298,10 @@ class Pipeline:
             chunks = utt.audio.chunks(self.config.audio_prebuffer_s, alive)
         offset: float | None = None
         last_sample = -1
+        seg: SegmentAudio | None = None
         for chunk in chunks:
             if not alive():
                 return
-            pcm48 = _to_48k(chunk.pcm, chunk.sample_rate)
-            pcm16 = _to_16k(chunk.pcm, chunk.sample_rate)
             with self._wake:
                 if self._gen != gen or self._stop.is_set():
                     return
@@ -487,21 +316,24 @@ class Pipeline:
                 if offset is None or chunk.pts + offset < earliest - 1e-6:
                     # speech starts on a frame boundary: the first frame shows its first sound
                     offset = math.ceil(earliest * self.fps - 1e-6) / self.fps - chunk.pts
-                timed = _retime(chunk, offset)
-                start = round(timed.pts * AUDIO_RATE)
-                self.timeline.schedule(start, pcm48)
+                timed = retime(chunk, offset)
+                if seg is None or not seg.follows(timed):  # new rate or offset jump: new run
+                    if seg is not None:
+                        last_sample = self._place(seg.flush(), last_sample)
+                    seg = SegmentAudio(timed)
                 if utt.start_time is None:
                     utt.start_time = timed.pts
-                    self.timeline.mark(start, utt, "started")
+                    self.timeline.mark(round(timed.pts * AUDIO_RATE), utt, "started")
                     self._watch_first_frame.append((math.ceil(timed.pts * self.fps - 1e-6), utt))
-                last_sample = start + pcm48.size - 1
-                self._inbox.append(("audio", timed))
-                self.played.add(timed.pts, pcm16)
+                last_sample = self._place(seg.push(timed), last_sample)
+                self._inbox.append(PushAudio(timed))
             self._wait_ahead(alive)
         with self._wake:
             if self._gen != gen or self._stop.is_set():
                 return
-            self._inbox.append(("end", None))
+            if seg is not None:
+                last_sample = self._place(seg.flush(), last_sample)
+            self._inbox.append(EndOfSegment())
             if last_sample < 0:  # nothing to say after all
                 utt.state = "done"
                 if utt in self._active:
@@ -510,6 +342,16 @@ class Pipeline:
                 self._emit(event("utterance", id=utt.id, state="done"))
             else:
                 self.timeline.mark(last_sample, utt, "done")
+
+    def _place(self, out: tuple[int, np.ndarray, float, np.ndarray], last_sample: int) -> int:
+        """Schedule a run's resampled audio (48 kHz playback, 16 kHz echo reference)."""
+        start48, pcm48, t16, pcm16 = out
+        if pcm48.size:
+            self.timeline.schedule(start48, pcm48)
+            last_sample = max(last_sample, start48 + pcm48.size - 1)
+        if pcm16.size:
+            self.played.add(t16, pcm16)
+        return last_sample
 
     def _wait_ahead(self, alive: Callable[[], bool]) -> None:
         while alive():
@@ -538,82 +380,42 @@ class Pipeline:
                 cost = 1.5 * (self.render_ms() / 1000.0 if self._render_ms else dt)
                 target = max(next_index, int((now + cost) / dt) + 1)
             until = (target + 1) * dt
+            stream = self._stream
             with self._lock:
-                for kind, item in self._inbox:
-                    if kind == "audio":
-                        self._motion.push_audio(item)
-                    elif kind == "end":
-                        self._motion.end_of_input()
-                    elif kind == "clear":
-                        self._motion.clear_buffer()
+                for cmd in self._inbox:
+                    if isinstance(cmd, PushAudio):
+                        stream.push_audio(cmd.chunk)
+                    elif isinstance(cmd, EndOfSegment):
+                        stream.end_of_segment()
+                    else:
+                        stream.clear_buffer()
                 self._inbox.clear()
-                ready = self._motion.ready_until()
+                ready = stream.ready_until()
                 if ready < until - 1e-9:
                     if ready < now + dt:  # input stalled (slow agent audio): finalise what we have
-                        self._motion.end_of_input()
+                        stream.end_of_segment()
                     else:
                         ready = -1.0
                 if ready >= 0:
                     self._horizon = until
                 old = None
                 if self._new_avatar is not None:
-                    old = self._renderer
-                    self._avatar, self._renderer = self._new_avatar
+                    self._avatar = self._new_avatar[0]
+                    old = stream.switch(*self._new_avatar)
                     self._new_avatar = None
-                avatar, renderer = self._avatar, self._renderer
             if old is not None:
-                _close(old)
+                close_quietly(old)
             if ready < 0:
                 time.sleep(0.005)
                 continue
-            motion = self._motion.frames(until)
-            if not motion:
+            t0 = time.perf_counter()
+            drawn = stream.frames(until, latest_only=True)
+            if not drawn:
                 time.sleep(0.002)
                 continue
-            mf = motion[-1]
-            t0 = time.perf_counter()
-            out = renderer.render(avatar.rig.pose(mf))
-            # a render process sends yuv420p already
-            frame = out if isinstance(out, av.VideoFrame) else yuv420p_frame(out)
+            out = drawn[-1]
+            pic = out.picture  # a render process sends yuv420p already
+            frame = pic if isinstance(pic, av.VideoFrame) else yuv420p_frame(pic)
             self._render_ms.append((time.perf_counter() - t0) * 1000.0)
-            self.frames.put(mf.index, frame)
-            next_index = mf.index + 1
-
-
-def lower_thread_priority(nice: int) -> bool:
-    """Raise the calling thread's nice value by ``nice`` (Linux: each thread has its own);
-    ``False`` where that is not possible. Synthesis runs seconds ahead of playback, so under a
-    full CPU it should yield to rendering, which is due every 40 ms."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return False
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(nice)))
-    except OSError:
-        return False
-    return True
-
-
-def _close(renderer: Any) -> None:
-    close = getattr(renderer, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:  # freeing must go on
-            _LOG.exception("closing a renderer failed")
-
-
-def _to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
-    if rate == 16000:
-        return np.asarray(pcm, dtype=np.float32)
-    from vlogger.engines.audio import resample
-
-    return resample(pcm, rate, 16000)
-
-
-def _to_48k(pcm: np.ndarray, rate: int) -> np.ndarray:
-    if rate == AUDIO_RATE:
-        return np.asarray(pcm, dtype=np.float32)
-    from vlogger.engines.audio import resample
-
-    return resample(pcm, rate, AUDIO_RATE)
+            self.frames.put(out.index, frame)
+            next_index = out.index + 1

@@ -19,7 +19,8 @@ from vlogger.engines.avatar import load_avatar
 from vlogger.engines.errors import InputError
 from vlogger.engines.render.base import Renderer
 from vlogger.engines.render.factory import make_renderer
-from vlogger.engines.types import AudioChunk, MotionFrame, PhonemeTiming
+from vlogger.engines.stream import AvatarStream, StreamConfig, StreamFrame
+from vlogger.engines.types import AudioChunk, PhonemeTiming
 from vlogger.runtime.config import RENDERERS, VloggerConfig
 from vlogger.runtime.mp4 import Mp4Writer
 
@@ -79,9 +80,14 @@ class _Clock:
 
 
 def speech_chunks(
-    request: RenderRequest, config: VloggerConfig, start_pts: float, warnings: list[str]
+    request: RenderRequest,
+    config: VloggerConfig,
+    start_pts: float,
+    warnings: list[str],
+    needs_phonemes: bool = True,
 ) -> tuple[Iterator[AudioChunk], int, str]:
-    """The speech of a request as timed chunks, its sample rate, and how timings were found."""
+    """The speech of a request as timed chunks, its sample rate, and how timings were found
+    (audio files are aligned only when ``needs_phonemes``: the motion engine's mouth reads them)."""
     if request.text is not None:
         from vlogger.engines.tts import PiperTTS
 
@@ -96,7 +102,7 @@ def speech_chunks(
     if float(np.max(np.abs(pcm - np.mean(pcm)), initial=0.0)) < SILENCE_PEAK:
         warnings.append("the audio is silent: the avatar idles for its whole length")
         source = "silence"
-    elif not config.needs_phonemes():  # the learned mouth listens to the audio: no alignment needed
+    elif not needs_phonemes:  # the learned mouth listens to the audio: no alignment needed
         source = "audio"
     else:
         phonemes = align_audio(pcm, rate, config=config.align)
@@ -133,37 +139,33 @@ def render_video(
     t = clock.add("fit", t)
     if avatar.fit.faces > 1:
         warnings.append(f"the photo holds {avatar.fit.faces} faces: the largest one is the avatar")
-    renderer: Renderer = make_renderer(
+    renderer: Renderer[np.ndarray] = make_renderer(
         config.renderer, avatar.image, avatar.fit, config.warp, config.diffusion
     )
     t = clock.add("renderer_setup", t)
     lead_in = config.output.lead_in
-    chunks, rate, source = speech_chunks(request, config, lead_in, warnings)
+    motion = config.make_motion()
+    chunks, rate, source = speech_chunks(request, config, lead_in, warnings, motion.needs_phonemes)
     t = clock.add("speech", t)
 
     height, width = avatar.image.shape[:2]
-    motion = config.make_motion()
+    stream = AvatarStream(
+        avatar,
+        motion,
+        renderer,
+        # files keep their own audio track; a windowed renderer may hold frames back for better windows
+        StreamConfig(fps=fps, audio_rate=None, max_buffered_s=math.inf, causal=False),
+    )
     writer = Mp4Writer(
         out, width, height, fps, rate, config.output.crf, config.output.preset, config.output.encoder_threads
     )
     written_samples = 0
     frames_done = 0
-    windowed = hasattr(renderer, "push")  # windowed renderers (diffusion) return frames N/2 at a time
 
-    def emit(frames: list[MotionFrame]) -> None:
+    def write(frames: list[StreamFrame[np.ndarray]]) -> None:
         nonlocal frames_done, t
-        for mf in frames:
-            t = time.perf_counter()
-            posed = avatar.rig.pose(mf)
-            t = clock.add("pose", t)
-            rgbs = renderer.push(posed) if windowed else [renderer.render(posed)]  # type: ignore[attr-defined]
-            t = clock.add("render", t)
-            write(rgbs)
-
-    def write(rgbs: list[np.ndarray]) -> None:
-        nonlocal frames_done, t
-        for rgb in rgbs:
-            writer.write_frame(rgb)
+        for f in frames:
+            writer.write_frame(f.picture)
             frames_done += 1
             if progress is not None:
                 progress(frames_done, None)
@@ -188,24 +190,19 @@ def render_video(
             writer.write_audio(chunk.pcm)
             written_samples += chunk.num_samples
             speech_end = chunk.end
-            motion.push_audio(chunk)
+            stream.push_audio(chunk)
             t = clock.add("encode", t)
-            ready = motion.frames(min(motion.ready_until(), speech_end))
-            t = clock.add("motion", t)
-            emit(ready)
-        motion.end_of_input()
+            ready = stream.frames(min(stream.ready_until(), speech_end))
+            t = clock.add("animate", t)
+            write(ready)
+        stream.end_of_segment()
         total = speech_end + config.output.tail
         n_frames = max(1, math.ceil(total * fps - 1e-6))
         end_pts = n_frames / fps
         t = time.perf_counter()
-        rest = motion.frames(end_pts - 0.5 / fps)
-        clock.add("motion", t)
-        emit(rest)
-        if windowed:
-            t = time.perf_counter()
-            rgbs = renderer.flush()  # type: ignore[attr-defined]
-            t = clock.add("render", t)
-            write(rgbs)
+        rest = stream.frames(end_pts - 0.5 / fps) + stream.flush()
+        t = clock.add("animate", t)
+        write(rest)
         write_silence_until(end_pts)
         t = time.perf_counter()
         path = writer.close()
@@ -213,6 +210,8 @@ def render_video(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        stream.close()
     return RenderReport(
         path=path,
         frames=frames_done,

@@ -299,6 +299,13 @@ class ProcessRenderer:
         yuv, self.last_ms = payload
         return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
+    def push(self, posed: Any) -> list[av.VideoFrame]:
+        """Frame at a time (the server renders causally): ``[render(posed)]``."""
+        return [self.render(posed)]
+
+    def flush(self) -> list[av.VideoFrame]:
+        return []
+
     def reset(self) -> None:
         with self._lock:
             self._wait_ready_locked()

@@ -99,7 +99,7 @@ def build_server(args: argparse.Namespace) -> Any:
     from vlogger.runtime import __version__
     from vlogger.runtime.brains import BrainConfig, make_brain
     from vlogger.runtime.config import RENDERERS, VloggerConfig
-    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
     from vlogger.runtime.server import VloggerServer
     from vlogger.runtime.server_config import ServerConfig
 

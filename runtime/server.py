@@ -27,7 +27,7 @@ from vlogger.runtime.access import Access
 from vlogger.runtime.agent import agent_access, serve_agent
 from vlogger.runtime.brains import make_brain
 from vlogger.runtime.capacity import session_capacity
-from vlogger.runtime.pipeline import EngineFactory
+from vlogger.runtime.engine_factory import EngineFactory
 from vlogger.runtime.protocol import error_event
 from vlogger.runtime.server_config import ServerConfig
 from vlogger.runtime.session import Session

@@ -11,15 +11,15 @@ import time
 import uuid
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.sdp import SessionDescription
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from vlogger.runtime.brains import Brain
 from vlogger.runtime.conversation import Conversation
-from vlogger.runtime.pipeline import AudioRefused, AudioSegment, EngineFactory, Pipeline, Utterance
+from vlogger.runtime.engine_factory import EngineFactory
+from vlogger.runtime.pipeline import AudioRefused, AudioSegment, Pipeline, Utterance
 from vlogger.runtime.protocol import (
     AudioEnd,
     AudioStart,
@@ -34,9 +34,10 @@ from vlogger.runtime.protocol import (
     parse_message,
 )
 from vlogger.runtime.server_config import ServerConfig
-from vlogger.runtime.tracks import AvatarVideoTrack, SpeechAudioTrack, TrackCounters
+from vlogger.runtime.tracks import AvatarVideoTrack, SpeechAudioTrack
+from vlogger.runtime.webrtc import StatsSampler, answer_offer, drain, ice_servers, public_ice
 
-__all__ = ["AGENT_EVENTS", "Session", "ice_servers"]
+__all__ = ["AGENT_EVENTS", "Session", "ice_servers"]  # ice_servers: re-exported
 
 #: Session events an attached agent receives (besides the replies to its own messages).
 AGENT_EVENTS = frozenset({"user", "transcript", "utterance", "avatar", "connection"})
@@ -44,31 +45,6 @@ AGENT_EVENTS = frozenset({"user", "transcript", "utterance", "avatar", "connecti
 _LOG = logging.getLogger(__name__)
 #: Text messages longer than this are parsed in a worker thread (an 8 MB one takes ~50 ms).
 _PARSE_ON_LOOP_CHARS = 64 * 1024
-
-
-def ice_servers(urls: list[str]) -> list[RTCIceServer]:
-    """``RTCIceServer``s from URLs; ``turn:user:pass@host:port`` carries credentials."""
-    out = []
-    for url in urls:
-        scheme, _, rest = url.partition(":")
-        if "@" in rest:
-            cred, _, host = rest.rpartition("@")
-            user, _, password = cred.partition(":")
-            out.append(RTCIceServer(urls=f"{scheme}:{host}", username=user, credential=password))
-        else:
-            out.append(RTCIceServer(urls=url))
-    return out
-
-
-def _public_ice(urls: list[str]) -> list[dict[str, Any]]:
-    """The page's ``iceServers`` (same servers, in the browser's format)."""
-    out: list[dict[str, Any]] = []
-    for s in ice_servers(urls):
-        item: dict[str, Any] = {"urls": s.urls}
-        if s.username:
-            item.update(username=s.username, credential=s.credential)
-        out.append(item)
-    return out
 
 
 class Session:
@@ -191,7 +167,7 @@ class Session:
                 fps=self.pipeline.fps,
                 width=w,
                 height=h,
-                ice_servers=_public_ice(self.config.ice_servers),
+                ice_servers=public_ice(self.config.ice_servers),
                 max_message_bytes=self.config.max_message_bytes,
                 max_say_chars=self.config.max_say_chars,
                 max_queued_utterances=self.config.max_queued_utterances,
@@ -381,52 +357,7 @@ class Session:
         return avatar, renderer
 
     async def _on_offer(self, msg: Offer) -> None:
-        if self.pc is not None:
-            raise ProtocolError("bad_state", "this session already has a peer connection")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.config.ice_servers)))
-        self.pc = pc
-        p = self.pipeline
-        self.video = AvatarVideoTrack(
-            p.clock, p.frames, p.fps, on_sent=p.on_video_sent, size=p.size, placeholder=p.still_frame()
-        )
-        self.audio = SpeechAudioTrack(p.clock, p.timeline, on_marks=p.on_audio_marks)
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:  # the microphone: listen to it
-            if track.kind == "audio" and self.config.listen_enabled:
-                self._spawn(self._hear(track))
-            else:
-                self._spawn(_drain(track))
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if pc is not self.pc:  # a failed negotiation's connection being closed
-                return
-            state = pc.connectionState
-            self.emit(event("connection", state=state))
-            if state in ("failed", "closed") and not self._closing:
-                self._spawn(self._abort(f"peer connection {state}"))
-
-        try:
-            # parse once off the loop: a malformed offer is refused without touching it, and the
-            # size limit bounds aiortc's own parse on the loop (about 0.12 ms per kB)
-            await asyncio.to_thread(SessionDescription.parse, msg.sdp)
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
-            kinds = {t.kind for t in pc.getTransceivers()}
-            if "video" not in kinds:
-                raise ValueError("the offer has no video m-line (add a recvonly video transceiver)")
-            pc.addTrack(self.video)
-            if "audio" in kinds:
-                pc.addTrack(self.audio)
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-        except Exception as exc:
-            self.pc = None
-            self.video = self.audio = None
-            with contextlib.suppress(Exception):
-                await pc.close()
-            raise ProtocolError("bad_sdp", f"could not negotiate the offer: {exc}") from exc
-        self.emit(event("answer", sdp=pc.localDescription.sdp))
+        await answer_offer(self, msg)
 
     # ---- the microphone ------------------------------------------------------------------------
     async def _hear(self, track: MediaStreamTrack) -> None:
@@ -435,7 +366,7 @@ class Session:
         make_vad = getattr(self.engines, "make_vad", None)
         make_asr = getattr(self.engines, "make_asr", None)
         if make_vad is None or make_asr is None:
-            await _drain(track)
+            await drain(track)
             return
         ready = asyncio.ensure_future(
             asyncio.gather(asyncio.to_thread(make_vad), asyncio.to_thread(make_asr))
@@ -449,7 +380,7 @@ class Session:
                 elif ready.done():
                     if ready.exception() is not None:
                         self.emit(error_event("internal", f"cannot listen: {ready.exception()}"))
-                        await _drain(track)
+                        await drain(track)
                         return
                     vad, asr = ready.result()
                     self.conversation.start_listening(vad, asr)
@@ -460,49 +391,13 @@ class Session:
 
     # ---- stats -----------------------------------------------------------------------------
     async def _stats_loop(self) -> None:
-        period = self.config.stats_period_s
-        last = time.monotonic()
-        prev = (0, 0, 0, 0)
+        sampler = StatsSampler()
         while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            dt = max(1e-6, now - last)
-            last = now
-            v = self.video.counters if self.video is not None else TrackCounters()
-            a = self.audio.counters if self.audio is not None else TrackCounters()
-            cur = (v.sent, v.fresh, v.repeats, a.sent)
-            d = [c - q for c, q in zip(cur, prev, strict=True)]
-            prev = cur
-            p = self.pipeline
-            w, h = p.size
-            self.emit(
-                event(
-                    "stats",
-                    fps=round(d[0] / dt, 2),
-                    fps_rendered=round(d[1] / dt, 2),
-                    repeated_frames=d[2],
-                    audio_packets_per_s=round(d[3] / dt, 2),
-                    render_ms=round(p.render_ms(), 2),
-                    queue_frames=len(p.frames),
-                    queue_utterances=p.unfinished(),
-                    audio_buffer_ms=round(p.timeline.buffered_seconds() * 1000.0, 1),
-                    say_to_first_frame_ms=None
-                    if p.last_first_frame_ms is None
-                    else round(p.last_first_frame_ms, 1),
-                    stream_time_s=round(p.clock.now(), 3),
-                    width=w,
-                    height=h,
-                )
-            )
+            await asyncio.sleep(self.config.stats_period_s)
+            self.emit(sampler.sample(self.pipeline, self.video, self.audio))
 
 
 def _quiet(step: asyncio.Future[Any]) -> None:
     """Read a finished step's outcome (so asyncio does not log it as never retrieved)."""
     if not step.cancelled() and step.exception() is not None:
         _LOG.warning("freeing a session: %s", step.exception())
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
-        while True:
-            await track.recv()

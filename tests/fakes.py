@@ -1,6 +1,6 @@
 """Fake engines with modelled latency, for timeline tests of the server without real inference.
 
-``FakeEngines`` satisfies :class:`vlogger.runtime.pipeline.EngineFactory`:
+``FakeEngines`` satisfies :class:`vlogger.runtime.engine_factory.EngineFactory`:
 
 * TTS: ``synth_latency_s`` per sentence, then a 220 Hz tone ``seconds_per_char`` long per character;
 * motion: jaw open wherever audio is louder than -40 dBFS (with ``latency_s`` lookahead like the
@@ -58,6 +58,8 @@ class FakeMotion:
     """MotionEngine protocol: loud audio opens the jaw; blinks and sway when idle."""
 
     latency_s = 0.05
+
+    needs_phonemes = False
 
     def __init__(self, fps: float, blink_period_s: float = 2.0) -> None:
         self.fps = fps
@@ -157,7 +159,16 @@ class FakeRenderer:
         img[60:64, 30 + shift : 34 + shift] = 200
         return img
 
+    def push(self, posed: FakePosed) -> list[np.ndarray]:
+        return [self.render(posed)]
+
+    def flush(self) -> list[np.ndarray]:
+        return []
+
     def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

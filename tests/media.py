@@ -63,7 +63,7 @@ class FaceTrack:
 def face_track(frames: list[np.ndarray], box: tuple[int, int, int, int] | None = None) -> FaceTrack:
     """Run the face landmarker (tracking mode) over frames, optionally cropped to ``box`` (x0, y0, x1, y1)."""
     from vlogger.engines.avatar.landmarks import FaceLandmarker
-    from vlogger.engines.avatar.metrics import eye_openness, mouth_opening
+    from vlogger.engines.metrics import eye_openness, mouth_opening
 
     mouth, eyes, nose = [], [], []
     with FaceLandmarker(static=False, max_faces=1) as fm:

@@ -175,7 +175,7 @@ async def test_headless_session_flood_is_bounded_and_a_vanished_agent_frees_ever
 
 @run_async
 async def test_agent_that_leaves_mid_segment_closes_it_and_the_page_goes_on() -> None:
-    from vlogger.runtime.receiver import Receiver
+    from benchmarks.receiver import Receiver
 
     async with serving(ListeningFakeEngines()) as server:
         page = Receiver(f"ws://127.0.0.1:{server.port}/ws", keep_frames=False)

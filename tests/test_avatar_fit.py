@@ -14,8 +14,8 @@ from vlogger.engines.avatar import DEFAULT_PORTRAIT, Avatar, AvatarConfig, Fitte
 from vlogger.engines.avatar.debug import debug_view
 from vlogger.engines.avatar.fit import FitConfig
 from vlogger.engines.avatar.image import load_image
-from vlogger.engines.avatar.metrics import eye_openness, mouth_opening
 from vlogger.engines.errors import InputError
+from vlogger.engines.metrics import eye_openness, mouth_opening
 from vlogger.engines.types import MotionFrame
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

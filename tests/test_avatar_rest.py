@@ -27,7 +27,6 @@ from vlogger.engines.avatar.basis import BasisConfig
 from vlogger.engines.avatar.fit import FitConfig
 from vlogger.engines.avatar.fitcache import fit_cache_key, fit_cache_path, load_cached_fit, save_fit
 from vlogger.engines.avatar.image import load_image
-from vlogger.engines.avatar.metrics import face_width, mouth_opening
 from vlogger.engines.avatar.rest import (
     LOWER_INNER_LIP,
     MOUTH_CHANNELS,
@@ -38,6 +37,7 @@ from vlogger.engines.avatar.rest import (
 from vlogger.engines.avatar.rig import photo_expression
 from vlogger.engines.avatar.topology import face_topology
 from vlogger.engines.avatar.types import AvatarFit
+from vlogger.engines.metrics import face_width, mouth_opening
 from vlogger.engines.render.warp import WarpRenderer
 from vlogger.engines.types import EXPRESSION_NAMES, MotionFrame
 

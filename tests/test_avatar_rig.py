@@ -10,10 +10,10 @@ from scipy.spatial.transform import Rotation
 
 from vlogger.engines.avatar import DEFAULT_PORTRAIT, Fitter, Rig
 from vlogger.engines.avatar.image import load_image
-from vlogger.engines.avatar.metrics import eye_openness, face_width, mouth_opening
 from vlogger.engines.avatar.rig import RigConfig, rotation_from_6d, rotation_to_6d
 from vlogger.engines.avatar.topology import face_topology
 from vlogger.engines.avatar.types import AvatarFit
+from vlogger.engines.metrics import eye_openness, face_width, mouth_opening
 from vlogger.engines.types import EXPRESSION_NAMES, MotionFrame
 
 IRIS = set(range(468, 478))

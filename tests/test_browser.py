@@ -77,7 +77,7 @@ async def test_page_connects_speaks_and_shows_video() -> None:
 
     os.environ.setdefault("GLOG_minloglevel", "2")
     from vlogger.runtime.config import VloggerConfig
-    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
 
     server = VloggerServer(RealEngines(VloggerConfig(), size=384), ServerConfig(port=0, loopback_ice=True))
     await server.start()

@@ -43,7 +43,7 @@ async def test_page_microphone_is_transcribed_and_said_back(tmp_path: Path) -> N
 
     os.environ.setdefault("GLOG_minloglevel", "2")
     from vlogger.runtime.config import VloggerConfig
-    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
 
     wav = tmp_path / "mic.wav"
     _write_wav(wav)

@@ -11,12 +11,11 @@ from vlogger.engines.avatar import load_avatar
 from vlogger.engines.backends import make_runner
 from vlogger.engines.render.diffusion import (
     TEST_MODEL,
-    DDIMSampler,
-    DDPMSampler,
     DiffusionConfig,
     DiffusionRenderer,
     Outpainter,
     WindowSampler,
+    frame_scheduler,
     window_plan,
 )
 from vlogger.engines.render.warp import WarpRenderer
@@ -39,7 +38,7 @@ def _motion(n: int, seed: int = 0) -> list[MotionFrame]:
 
 
 def test_ddim_schedule_and_exact_recovery_with_the_true_noise() -> None:
-    s = DDIMSampler()
+    s = frame_scheduler()
     assert s.set_timesteps(4, start=800) == [800, 600, 400, 200]
     assert s.set_timesteps(1) == [1000]
     assert s.alpha_bar[0] == 1.0 and 0 < s.alpha_bar[1000] < 1e-4
@@ -58,13 +57,13 @@ def test_ddim_schedule_and_exact_recovery_with_the_true_noise() -> None:
 
 
 def test_ddpm_is_stochastic_but_seeded() -> None:
-    s = DDPMSampler()
+    s = frame_scheduler(eta=1.0)
     s.set_timesteps(4)
     x = np.ones((1, 3, 4, 4), np.float32)
     eps = np.zeros_like(x)
-    a = s.step(eps, 1000, x, np.random.default_rng(1))
-    b = s.step(eps, 1000, x, np.random.default_rng(1))
-    c = s.step(eps, 1000, x, np.random.default_rng(2))
+    a = s.step(eps, 1000, x, generator=np.random.default_rng(1))
+    b = s.step(eps, 1000, x, generator=np.random.default_rng(1))
+    c = s.step(eps, 1000, x, generator=np.random.default_rng(2))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     with pytest.raises(ValueError):
         s.step(eps, 1000, x)
@@ -119,7 +118,7 @@ def _controls(n: int, seed: int = 0) -> np.ndarray:
 
 def test_outpainting_overlap_frames_equal_the_known_frames() -> None:
     runner = _Recorder(make_runner(TEST_MODEL))
-    ws = _RecordingSampler(runner, DDIMSampler(), steps=2, start=800)
+    ws = _RecordingSampler(runner, frame_scheduler(), steps=2, start=800)
     controls = _controls(22)
     ref = controls[0, -3:]
     op = Outpainter(ws, ref, window=8, seed=0)
@@ -146,7 +145,7 @@ def test_outpainting_overlap_frames_equal_the_known_frames() -> None:
 
 
 def test_causal_streaming_keeps_n_minus_1_known_frames() -> None:
-    ws = _RecordingSampler(make_runner(TEST_MODEL), DDIMSampler(), steps=1, start=800)
+    ws = _RecordingSampler(make_runner(TEST_MODEL), frame_scheduler(), steps=1, start=800)
     controls = _controls(10, seed=1)
     op = Outpainter(ws, controls[0, -3:], window=8, seed=0)
     outs = [op.step_one(c) for c in controls]

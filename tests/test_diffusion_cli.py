@@ -49,7 +49,7 @@ def test_unknown_renderer_and_missing_model_are_refused(tmp_path: Path) -> None:
 
 def test_serve_builds_the_diffusion_renderer() -> None:
     from vlogger.runtime.config import VloggerConfig
-    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
 
     config = VloggerConfig()
     config.renderer = "diffusion"

@@ -15,7 +15,7 @@ from training.render.model import CONFIGS, TemporalUNet  # noqa: E402
 from training.render.train import diffusion_loss  # noqa: E402
 from vlogger.engines.backends import make_runner  # noqa: E402
 from vlogger.engines.backends.torch_runner import TorchRunner  # noqa: E402
-from vlogger.engines.render.diffusion import DDIMSampler, WindowSampler  # noqa: E402
+from vlogger.engines.render.diffusion import WindowSampler, frame_scheduler  # noqa: E402
 from vlogger.export.renderer import RENDER_DENOISER, export_denoiser, parity  # noqa: E402
 
 torch.set_num_threads(1)
@@ -77,7 +77,7 @@ def test_onnx_parity_denoiser_and_a_whole_few_step_window(tmp_path: Path) -> Non
         TorchRunner(m, RENDER_DENOISER.input_names, RENDER_DENOISER.output_names),
         make_runner(path),
     ):
-        ws = WindowSampler(runner, DDIMSampler(), steps=2, start=800)
+        ws = WindowSampler(runner, frame_scheduler(), steps=2, start=800)
         outs.append(ws.sample(controls, ref[0].numpy(), known, np.random.default_rng(7)))
     assert np.abs(outs[0] - outs[1]).max() < 1e-3
     assert np.array_equal(outs[1][:4], known)

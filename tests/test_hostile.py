@@ -261,7 +261,7 @@ async def test_a_session_being_built_does_not_block_its_neighbour() -> None:
 
 @run_async
 async def test_sdp_is_parsed_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vlogger.runtime import session as session_module
+    from vlogger.runtime import webrtc as session_module  # where the offer is answered
 
     seen: list[str] = []
     original = session_module.SessionDescription.parse
@@ -282,14 +282,14 @@ async def test_sdp_is_parsed_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> No
 def test_real_engines_load_whisper_and_the_motion_network_once() -> None:
     pytest.importorskip("ctranslate2", reason="faster-whisper is a runtime dependency")
     from vlogger.runtime.config import VloggerConfig
-    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
 
     config = VloggerConfig()
     config.server.render_processes = False
     engines = RealEngines(config, size=128)
     a, b = engines.make_motion(0), engines.make_motion(1)
     assert a.network._fs._whisper is b.network._fs._whisper is not None
-    assert a.network._net.sess is b.network._net.sess
+    assert a.network._net.runner is b.network._net.runner
     # and they still differ by seed, each with its own stream state
     assert a.network._fs is not b.network._fs and a.network.seed != b.network.seed
 
@@ -422,7 +422,7 @@ async def test_a_reading_client_survives_a_burst_of_1000_bad_messages() -> None:
 
 
 def test_synthesis_thread_yields_to_rendering() -> None:
-    from vlogger.runtime.pipeline import lower_thread_priority
+    from vlogger.runtime.utterance import lower_thread_priority
 
     seen: list[tuple[int, int]] = []
 

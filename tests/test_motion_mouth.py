@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.signal import butter, istft, resample_poly, sosfilt, stft
 
-from vlogger.engines.avatar.metrics import mouth_opening
 from vlogger.engines.errors import InputError
+from vlogger.engines.metrics import mouth_opening
 from vlogger.engines.motion.features import FeatureConfig, offline_features
 from vlogger.engines.motion.mouth import MouthReadout, load_mouth_model
 from vlogger.engines.motion.network import NetworkConfig, NetworkMotionEngine, load_motion_models

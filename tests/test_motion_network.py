@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
+from vlogger.engines.diffusion import DDIMScheduler
 from vlogger.engines.errors import InputError
 from vlogger.engines.motion.factory import make_motion_engine
 from vlogger.engines.motion.features import (
     FeatureConfig,
     FeatureStream,
-    StreamResampler,
     offline_features,
 )
 from vlogger.engines.motion.network import (
@@ -26,7 +26,6 @@ from vlogger.engines.motion.network import (
     noise_scales,
     offline_rollout,
 )
-from vlogger.engines.motion.sampler import DDIMSampler
 from vlogger.engines.types import EXPRESSION_NAMES, AudioChunk, MotionFrame
 
 MODEL = os.environ.get("VLOGGER_MOTION_MODEL") or str(_default_model_path())
@@ -102,25 +101,16 @@ def test_features_ignore_dc_offset() -> None:
     assert np.abs(a[3:21] - b[3:21]).max() < 1e-2
 
 
-def test_stream_resampler_matches_resample_poly() -> None:
-    y = np.random.default_rng(1).standard_normal(22050 * 2).astype(np.float32)
-    ref = resample_poly(y.astype(np.float64), 320, 441)
-    r = StreamResampler(22050)
-    out = np.concatenate([r.push(y[i : i + 1234]) for i in range(0, len(y), 1234)] + [r.flush()])
-    assert len(out) == len(ref)
-    np.testing.assert_allclose(out, ref, atol=1e-6)
-
-
 # ---- sampler --------------------------------------------------------------------------------
 def test_ddim_recovers_x0_from_its_own_noise_path() -> None:
-    s = DDIMSampler(1000)
-    assert list(s.set_timesteps(4)) == [1000, 750, 500, 250]
+    s = DDIMScheduler(1000, prediction_type="sample")
+    assert s.set_timesteps(4) == [1000, 750, 500, 250]
     rng = np.random.default_rng(0)
     x0, eps = rng.standard_normal(8), rng.standard_normal(8)
     x = np.sqrt(s.alpha_bar[1000]) * x0 + np.sqrt(1 - s.alpha_bar[1000]) * eps
     for t in s.timesteps:
-        x = s.step(x0, int(t), x)
-        tp = s.prev_timestep(int(t))
+        x = s.step(x0, t, x)
+        tp = s.previous_timestep(t)
         if tp:  # deterministic DDIM stays on the path x_t = sqrt(ab) x0 + sqrt(1 - ab) eps
             np.testing.assert_allclose(
                 x, np.sqrt(s.alpha_bar[tp]) * x0 + np.sqrt(1 - s.alpha_bar[tp]) * eps, atol=1e-4
@@ -288,7 +278,7 @@ def test_long_audio_streams_in_constant_memory() -> None:
         eng.push_audio(AudioChunk(s, 16000, 2.0 * k))
         frames = eng.frames(math.inf)
         assert np.isfinite(_vec(frames[-1])).all()
-        sizes.append((eng._fs._audio.size, eng._pk.shape, len(eng._sq)))
+        sizes.append((eng._fs._audio.size, eng._pk.shape, len(eng._loud)))
     assert len({sz[1] for sz in sizes}) == 1
     assert max(sz[0] for sz in sizes[3:]) <= sizes[2][0] + 16000 and max(sz[2] for sz in sizes) < 80
     assert eng._next_index > 700

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 
 from vlogger.engines.avatar.controls import _fix, _poly
-from vlogger.engines.render.diffusion import DDIMSampler, WindowSampler
+from vlogger.engines.diffusion import DDIMScheduler
+from vlogger.engines.render.diffusion import WindowSampler, frame_scheduler
 from vlogger.engines.render.diffusion.window import control_tensor
 from vlogger.engines.render.warp.geometry import barycentric_affines
 from vlogger.engines.render.warp.raster import _EPS, _triangle_ids
@@ -44,7 +45,7 @@ def test_window_sampler_takes_a_sequence_and_samples_only_new_frames() -> None:
     known = rng.uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
     ref = rng.uniform(-1, 1, (3, 8, 8)).astype(np.float32)
     for eta in (0.0, 0.5):
-        ws = WindowSampler(_Affine(), DDIMSampler(eta=eta), steps=3, start=900)
+        ws = WindowSampler(_Affine(), frame_scheduler(eta=eta), steps=3, start=900)
         a = ws.sample(controls, ref, known, np.random.default_rng(7))
         b = ws.sample(list(controls), ref, known, np.random.default_rng(7))
         assert a.dtype == np.float32 and np.array_equal(a, b)
@@ -54,7 +55,7 @@ def test_window_sampler_takes_a_sequence_and_samples_only_new_frames() -> None:
 def test_add_noise_into_out_matches_the_plain_formula() -> None:
     rng = np.random.default_rng(2)
     x0, noise = rng.standard_normal((2, 4, 3, 5, 5), dtype=np.float32)
-    s = DDIMSampler()
+    s = DDIMScheduler()
     out = np.empty_like(x0)
     assert s.add_noise(x0, noise, 600, out=out) is out
     a = float(s.alpha_bar[600])

@@ -96,8 +96,8 @@ def test_render_from_real_speech(tmp_path: Path) -> None:
     config.output.height = 256
     report = render_video(RenderRequest(out=out, audio=wav), config)
     assert report.timing_source == "audio"  # the learned mouth listens: nothing to align
-    config.mouth = "phonemes"
-    assert config.needs_phonemes() and not VloggerConfig().needs_phonemes()
+    config.mouth = "phonemes"  # the engine says whether it reads timings; the runtime does not guess
+    assert config.make_motion().needs_phonemes and not VloggerConfig().make_motion().needs_phonemes
     info = probe(out)
     assert abs(info["video"].duration - info["audio"].duration) <= 0.040
     assert report.speech_duration == pytest.approx(5.0, abs=0.3)

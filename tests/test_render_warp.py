@@ -317,8 +317,8 @@ def test_closed_rest_over_an_open_photo_shows_no_teeth(scene):
     import dataclasses
 
     from vlogger.engines.avatar import Rig
-    from vlogger.engines.avatar.metrics import mouth_opening
     from vlogger.engines.avatar.rig import photo_expression
+    from vlogger.engines.metrics import mouth_opening
     from vlogger.engines.types import MotionFrame
 
     image, fit, r = scene

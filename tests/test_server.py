@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
-from vlogger.runtime.receiver import Receiver
+from benchmarks.receiver import Receiver
 from vlogger.runtime.server import VloggerServer
 from vlogger.runtime.server_config import ServerConfig
 

@@ -16,7 +16,7 @@ import pytest
 from fakes import run_async
 
 import vlogger.engines.avatar
-from vlogger.runtime.receiver import Receiver, audio_envelope, av_offset, measure_faces
+from benchmarks.receiver import Receiver, audio_envelope, av_offset, measure_faces
 from vlogger.runtime.server import VloggerServer
 from vlogger.runtime.server_config import ServerConfig
 
@@ -28,7 +28,7 @@ IDLE_S = 10.0
 async def test_real_session_idles_then_speaks_in_sync() -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     from vlogger.runtime.config import VloggerConfig
-    from vlogger.runtime.pipeline import RealEngines
+    from vlogger.runtime.engine_factory import RealEngines
 
     server = VloggerServer(RealEngines(VloggerConfig(), size=256), ServerConfig(port=0, loopback_ice=True))
     await server.start()

@@ -122,7 +122,7 @@ async def test_interrupt_silences_and_returns_to_idle_within_200ms() -> None:
         await asyncio.sleep(0.6)
         t_new = h.say("Back again", "u3")
         await h.wait("u3", "done", timeout=5)
-        engines_motion = h.pipe._motion
+        engines_motion = h.pipe._stream.motion
     assert h.event_time("u1", "done") is None and h.event_time("u2", "started") is None
     assert engines_motion.cleared == 1
     after = [(t, peak) for t, _, peak in h.audio if t_int + 0.2 <= t < t_new]

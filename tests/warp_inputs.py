@@ -15,6 +15,7 @@ import numpy as np
 
 from vlogger.engines.avatar.topology import LEFT_IRIS_CENTER, RIGHT_IRIS_CENTER, face_topology
 from vlogger.engines.avatar.types import AvatarFit, Camera, PosedFrame
+from vlogger.engines.metrics import face_width
 from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES
 
 __all__ = [
@@ -101,14 +102,10 @@ def posed(
     )
 
 
-def _face_width(face: np.ndarray) -> float:
-    return float(np.linalg.norm(face[263, :2] - face[33, :2]))
-
-
 def open_jaw(face: np.ndarray, amount: float) -> np.ndarray:
     """Open the mouth: points below the upper inner lip move down by up to ``amount`` x face width."""
     f = face[:, :2].astype(np.float32).copy()
-    fw = _face_width(f)
+    fw = face_width(f)
     y_top, y_low = f[13, 1], f[14, 1]
     span = max(y_low - y_top, 0.04 * fw)
     w = np.clip((f[:, 1] - y_top) / span, 0.0, 1.0)

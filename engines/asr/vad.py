@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vlogger.engines.backends.base import Runner
+
 __all__ = [
     "VAD_CHUNK",
     "VAD_RATE",
@@ -50,6 +52,9 @@ class VADConfig:
     """Silero VAD ONNX file; ``None`` = the one packaged in faster-whisper."""
     threads: int = 1
     """onnxruntime intra-op threads (the model is tiny: about 0.2 ms per chunk on one core)."""
+    backend: str = "onnxruntime"
+    """Backend runner of the model (``vlogger.engines.backends.ort``): ``"onnxruntime"`` (CPU),
+    ``"onnxruntime-cuda"`` or ``"onnxruntime-trt"``."""
     threshold: float = 0.5
     """Speech probability at or above which a chunk is speech."""
     neg_threshold: float = 0.35
@@ -77,32 +82,33 @@ class SpeechProbability(Protocol):
 
 
 class SileroVAD:
-    """Silero VAD v6 in streaming mode (onnxruntime, threads pinned).
+    """Silero VAD v6 in streaming mode, in a backend runner (``OrtRunner``, threads pinned).
 
-    The ONNX session may be shared between several instances (``session=``); each instance holds
-    its own state, so one instance per audio stream.
+    The runner may be shared between several instances (``runner=``, from :meth:`load_runner`);
+    each instance holds its own state, so one instance per audio stream.
     """
 
-    def __init__(self, config: VADConfig | None = None, session: Any = None) -> None:
+    def __init__(
+        self, config: VADConfig | None = None, runner: Runner | None = None, *, session: Any = None
+    ) -> None:
         self.config = config or VADConfig()
-        self.session = session if session is not None else self.load_session(self.config)
+        if runner is None:
+            runner = session  # the old keyword, until every caller passes ``runner=``
+        self.runner = runner if runner is not None else self.load_runner(self.config)
         self.reset()
 
     @staticmethod
-    def load_session(config: VADConfig) -> Any:
-        """An onnxruntime session of the model (share it between streams)."""
-        import onnxruntime
-
+    def load_runner(config: VADConfig) -> Runner:
+        """The model in ``config.backend``'s runner (share it between streams)."""
+        from vlogger.engines.backends.ort import OrtConfig, OrtRunner
         from vlogger.engines.errors import InputError
 
         path = Path(config.model_path) if config.model_path is not None else silero_model_path()
         if not path.is_file():
             raise InputError(f"VAD model not found: {path}")
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(config.threads))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 4
-        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=opts)
+        return OrtRunner(path, config.backend, OrtConfig(threads=max(1, int(config.threads))))
+
+    load_session = load_runner  # the old name, until every caller uses ``load_runner``
 
     def reset(self) -> None:
         """Forget the stream (a new one starts)."""
@@ -116,9 +122,10 @@ class SileroVAD:
         if x.size != VAD_CHUNK:
             raise ValueError(f"the VAD takes chunks of {VAD_CHUNK} samples, got {x.size}")
         inp = np.concatenate([self._context, x])[None, :]
-        out, self._h, self._c = self.session.run(None, {"input": inp, "h": self._h, "c": self._c})
+        out = self.runner.infer({"input": inp, "h": self._h, "c": self._c})
+        prob, self._h, self._c = (out[name] for name in self.runner.output_names)
         self._context = x[-_CONTEXT:].copy()
-        return float(np.asarray(out).reshape(-1)[0])
+        return float(np.asarray(prob).reshape(-1)[0])
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,17 @@ class OrtRunner:
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer(self, feed: Mapping[str, np.ndarray], *, release_memory: bool = False) -> dict[str, np.ndarray]:
+        """Run once. ``release_memory``: hand the CPU memory arena this run grew back to the system
+        when it ends (onnxruntime otherwise keeps it for the next run; for rare, large inputs)."""
         missing = [n for n in self.input_names if n not in feed]
         if missing:
             raise KeyError(f"missing model inputs: {', '.join(missing)}")
-        outs = self.session.run(None, {n: np.ascontiguousarray(feed[n]) for n in self.input_names})
+        options = None
+        if release_memory:
+            import onnxruntime as ort
+
+            options = ort.RunOptions()
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        outs = self.session.run(None, {n: np.ascontiguousarray(feed[n]) for n in self.input_names}, options)
         return dict(zip(self.output_names, outs, strict=True))

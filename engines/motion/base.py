@@ -39,6 +39,12 @@ class MotionEngine(Protocol):
 
     fps: float
 
+    @property
+    def needs_phonemes(self) -> bool:
+        """Whether the mouth reads phoneme timings, so that audio arriving without them (a file,
+        an agent's PCM) is worth aligning first. Engines that listen to the sound say False."""
+        ...
+
     def push_audio(self, chunk: AudioChunk) -> None:
         """Queue audio (``chunk.pts`` on the stream clock; chunks may leave gaps of silence)."""
 

@@ -12,16 +12,14 @@ Two options, both producing one feature vector per video frame (frame ``i`` cove
 :class:`FeatureStream` takes 16 kHz audio in pieces and yields features as soon as their
 lookahead is available; :func:`offline_features` runs the same code on a whole signal, so the
 two are equal within float rounding (other piece sizes give the FFT and the filterbank product
-other array shapes, which may round differently). :class:`StreamResampler` turns any rate into
-16 kHz in pieces, exactly as ``scipy.signal.resample_poly`` would on the whole signal (up to its
-edges).
+other array shapes, which may round differently). Other rates reach 16 kHz through
+:class:`vlogger.engines.audio.StreamResampler`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -32,7 +30,6 @@ __all__ = [
     "FEATURE_RATE",
     "FeatureConfig",
     "FeatureStream",
-    "StreamResampler",
     "feature_dim",
     "load_whisper_encoder",
     "mel_filterbank",
@@ -117,69 +114,6 @@ def mel_filterbank(n_mels: int, n_fft: int, rate: int, fmin: float, fmax: float)
     fb = np.maximum(0.0, np.minimum(up, down))
     fb *= 2.0 / (hi - lo)  # equal area per band
     return fb.astype(np.float32)
-
-
-class StreamResampler:
-    """Resample a stream to ``dst`` Hz in pieces; the concatenated output equals
-    ``resample_poly`` of the whole input away from the signal's edges (and is causal, with a
-    delay of ``margin`` input samples until :meth:`flush`)."""
-
-    def __init__(self, src: int, dst: int = FEATURE_RATE, margin: int = 64) -> None:
-        if src <= 0:
-            raise InputError(f"sample rate must be positive, got {src!r}")
-        r = Fraction(int(dst), int(src))
-        self.up, self.down = r.numerator, r.denominator
-        self.src, self.dst = int(src), int(dst)
-        # resample_poly's kaiser filter spans 10 * max(up, down) upsampled taps each side.
-        self.margin = max(margin, math.ceil(10 * max(self.up, self.down) / self.up) + 2)
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0  # global input index of _buf[0]
-        self._out_next = 0  # next global output index to emit
-
-    def _emit(self, last_in: float) -> np.ndarray:
-        """Outputs whose filter support ends before input index ``last_in``."""
-        from scipy.signal import resample_poly
-
-        # Output m sits at input position m * down / up.
-        stop = math.floor((last_in - self.margin) * self.up / self.down) + 1
-        if stop <= self._out_next:
-            return np.zeros(0, dtype=np.float32)
-        # Window start: a multiple of `down` input samples, at least `margin` before the first output.
-        first_pos = self._out_next * self.down / self.up
-        s = max(0, math.floor((first_pos - self.margin) / self.down)) * self.down
-        s = max(s, self._buf_start - (self._buf_start % self.down))
-        while s < self._buf_start:
-            s += self.down
-        x = self._buf[s - self._buf_start :]
-        y = resample_poly(x.astype(np.float64), self.up, self.down)
-        o0 = s // self.down * self.up
-        out = y[self._out_next - o0 : stop - o0].astype(np.float32)
-        self._out_next = stop
-        # Keep only what the next outputs need.
-        keep = max(0, math.floor((self._out_next * self.down / self.up - 2 * self.margin) / self.down))
-        keep *= self.down
-        if keep > self._buf_start:
-            self._buf = self._buf[keep - self._buf_start :]
-            self._buf_start = keep
-        return out
-
-    def push(self, pcm: np.ndarray) -> np.ndarray:
-        x = np.asarray(pcm, dtype=np.float32).reshape(-1)
-        if self.up == self.down:
-            return x.copy()
-        self._buf = np.concatenate([self._buf, x])
-        return self._emit(self._buf_start + len(self._buf))
-
-    def flush(self) -> np.ndarray:
-        """The remaining output, as if the input were followed by silence."""
-        if self.up == self.down:
-            return np.zeros(0, dtype=np.float32)
-        n_in = self._buf_start + len(self._buf)
-        total = math.ceil(n_in * self.up / self.down)
-        self._buf = np.concatenate([self._buf, np.zeros(2 * self.margin + self.down, np.float32)])
-        out = self._emit(self._buf_start + len(self._buf))
-        keep = max(0, total - (self._out_next - len(out)))
-        return out[:keep]
 
 
 def load_whisper_encoder(cfg: FeatureConfig, parallel: int = 1) -> Any:

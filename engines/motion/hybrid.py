@@ -76,6 +76,11 @@ class HybridMotionEngine:
         self.fps = float(fps)
 
     @property
+    def needs_phonemes(self) -> bool:
+        """The phoneme-driven mouth reads timings; the learned mouth listens to the audio."""
+        return self.config.mouth == "phonemes"
+
+    @property
     def latency_s(self) -> float:
         """How far past a frame's time the input must reach before the frame can be made (the
         teacher's; the network's audio lookahead is shorter)."""

@@ -73,14 +73,16 @@ def _default_path() -> Path:
     return Path(str(resources.files("vlogger.engines.motion").joinpath("assets", DEFAULT_MOUTH_MODEL)))
 
 
-def load_mouth_model(path: str | Path | None = None, threads: int = 1) -> MouthModel:
-    """Load a mouth read-out (``None`` = the packaged one) into the CPU backend runner."""
+def load_mouth_model(
+    path: str | Path | None = None, threads: int = 1, backend: str = "onnxruntime"
+) -> MouthModel:
+    """Load a mouth read-out (``None`` = the packaged one) into a backend runner (CPU by default)."""
     from vlogger.engines.backends.ort import OrtConfig, OrtRunner
 
     p = Path(path) if path is not None else _default_path()
     if not p.is_file():
         raise InputError(f"mouth read-out model {str(p)!r} does not exist")
-    runner = OrtRunner(p, "onnxruntime", OrtConfig(threads=int(threads)))
+    runner = OrtRunner(p, backend, OrtConfig(threads=int(threads)))
     raw = runner.metadata.get(METADATA_KEY)
     if raw is None:
         raise InputError(f"{str(p)!r} is not a vlogger mouth read-out (no {METADATA_KEY!r} metadata)")

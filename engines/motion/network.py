@@ -3,11 +3,12 @@
 Per frame: the frame's audio feature (causal, ``lookahead_frames`` of lookahead, see
 :mod:`vlogger.engines.motion.features`), Gaussian initial noise (fresh per frame by default, or
 an AR(1) process across frames: ``noise_correlation``; see :func:`ar1_noise`), then ``steps`` DDIM steps
-(:class:`~vlogger.engines.motion.sampler.DDIMSampler`) of the transformer against a KV cache of
-the ``window - 1`` previous CLEAN frames, with classifier-free guidance (cond and uncond in one
-batch of 2). The previous frame's cache entry is computed in the same call as the first step
-(2 tokens), so a frame costs exactly ``steps`` calls. Memory is constant: the cache has a fixed
-size and the audio kept is bounded. Where no audio is pushed the network runs on silence (idle).
+(:class:`~vlogger.engines.diffusion.DDIMScheduler` over the network's x0 prediction) of the
+transformer against a KV cache of the ``window - 1`` previous CLEAN frames, with classifier-free
+guidance (cond and uncond in one batch of 2). The previous frame's cache entry is computed in the
+same call as the first step (2 tokens), so a frame costs exactly ``steps`` calls. Memory is
+constant: the cache has a fixed size and the audio kept is bounded. Where no audio is pushed the
+network runs on silence (idle).
 
 Mouth: with ``mouth="readout"`` (the default) the 9 mouth channels come from the read-out trained
 on real speakers (:mod:`vlogger.engines.motion.mouth`, on the same features); with
@@ -29,19 +30,21 @@ from typing import Any
 
 import numpy as np
 
+from vlogger.engines.audio import StreamResampler
+from vlogger.engines.backends.base import Runner
+from vlogger.engines.diffusion import DDIMScheduler, cosine_alpha_bar
 from vlogger.engines.errors import InputError
+from vlogger.engines.loudness import LoudnessTracker
 from vlogger.engines.motion.base import checked_pcm
 from vlogger.engines.motion.config import TeacherConfig
 from vlogger.engines.motion.features import (
     FEATURE_RATE,
     FeatureConfig,
     FeatureStream,
-    StreamResampler,
     load_whisper_encoder,
 )
 from vlogger.engines.motion.mouth import EnergyGate, MouthModel, MouthReadout, load_mouth_model
 from vlogger.engines.motion.procedural import BlinkProcess, GazeProcess, SpeechActivity
-from vlogger.engines.motion.sampler import DDIMSampler
 from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES, HEAD_DIMS, AudioChunk, MotionFrame
 from vlogger.export.motion import METADATA_KEY
 
@@ -95,6 +98,9 @@ class NetworkConfig:
     """Clip of the x0 prediction in normalised units (keeps bad input from running away)."""
     threads: int = 1
     """onnxruntime intra-op threads."""
+    backend: str = "onnxruntime"
+    """Backend runner of the network (``vlogger.engines.backends.ort``): ``"onnxruntime"`` (CPU),
+    ``"onnxruntime-cuda"`` or ``"onnxruntime-trt"``."""
     eyes: str = "procedural"
     """``"procedural"``: blinks and gaze from the teacher's processes; ``"network"``: the model's."""
     mouth: str = "readout"
@@ -174,40 +180,45 @@ def _default_model_path() -> Path:
     return Path(str(resources.files("vlogger.engines.motion").joinpath("assets", DEFAULT_MODEL)))
 
 
-def load_motion_model(path: str | Path | None = None, threads: int = 1) -> tuple[Any, dict]:
-    """An onnxruntime session of the motion network and its metadata (mean, std, configs)."""
-    import onnxruntime as ort
+def load_motion_model(
+    path: str | Path | None = None, threads: int = 1, backend: str = "onnxruntime"
+) -> tuple[Runner, dict]:
+    """The motion network in a backend runner (``OrtRunner``) and its metadata (mean, std, configs)."""
+    from vlogger.engines.backends.ort import OrtConfig, OrtRunner
 
     p = Path(path) if path is not None else _default_model_path()
     if not p.exists():
         raise InputError(f"motion network model {str(p)!r} does not exist")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    runner = OrtRunner(p, backend, OrtConfig(threads=int(threads)))
+    raw = runner.metadata.get(METADATA_KEY)
     if raw is None:
         raise InputError(f"{str(p)!r} is not a vlogger motion network (no {METADATA_KEY!r} metadata)")
     meta = json.loads(raw)
     meta["mean"] = np.asarray(meta["mean"], np.float32)
     meta["std"] = np.asarray(meta["std"], np.float32)
-    return sess, meta
+    return runner, meta
 
 
 class _Net:
     """The ONNX step plus guidance and the DDIM loop for one frame (shared by the engine and the
     offline rollout)."""
 
-    def __init__(self, sess: Any, meta: dict, cfg: NetworkConfig) -> None:
-        self.sess = sess
+    def __init__(self, runner: Runner, meta: dict, cfg: NetworkConfig) -> None:
+        self.runner = runner
         self.cfg = cfg
         mc = meta["model_config"]
         self.window = int(mc["window"])
         self.layers, self.heads = int(mc["layers"]), int(mc["heads"])
         self.head_dim = int(mc["width"]) // self.heads
         self.motion_dim = int(mc["motion_dim"])
-        self.sampler = DDIMSampler(int(mc["diffusion_steps"]), cfg.eta)
+        train_steps = int(mc["diffusion_steps"])
+        # the network predicts x0; it was trained with the schedule as a float32 table
+        self.sampler = DDIMScheduler(
+            train_steps,
+            cfg.eta,
+            prediction_type="sample",
+            alpha_bar=cosine_alpha_bar(train_steps, dtype=np.float32),
+        )
         self.sampler.set_timesteps(cfg.steps)
         self.batch = 1 if cfg.guidance == 1.0 else 2
         self.keep = np.array([1.0, 0.0][: self.batch], np.float32)
@@ -222,8 +233,7 @@ class _Net:
         valid: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b = self.batch
-        out = self.sess.run(
-            None,
+        out = self.runner.infer(
             {
                 "x": np.ascontiguousarray(np.broadcast_to(x, (b, *x.shape)), np.float32),
                 "audio": np.ascontiguousarray(np.broadcast_to(audio, (b, *audio.shape)), np.float32),
@@ -232,16 +242,16 @@ class _Net:
                 "past_k": pk,
                 "past_v": pv,
                 "past_valid": valid,
-            },
+            }
         )
-        x0 = out[0][:, -1]
+        x0 = out["x0"][:, -1]
         if b == 2:
             g = self.cfg.guidance
             x0 = x0[1] + g * (x0[0] - x0[1])
         else:
             x0 = x0[0]
         x0 = np.clip(np.nan_to_num(x0, nan=0.0), -self.cfg.x0_clip, self.cfg.x0_clip)
-        return x0.astype(np.float32), out[1], out[2]
+        return x0.astype(np.float32), out["k"], out["v"]
 
     def denoise(
         self,
@@ -268,7 +278,7 @@ class _Net:
             else:
                 x0, _, _ = self.run(x[None], feat[None], np.array([float(t)], np.float32), pk, pv, valid)
             extra = step_noise[n] if step_noise is not None else None
-            x = self.sampler.step(x0, int(t), x, extra)
+            x = self.sampler.step(x0, t, x, variance_noise=extra)
         return x, k_prev, v_prev
 
 
@@ -288,8 +298,8 @@ class MotionModels:
     metadata and the Whisper encoder. A server loads them once (:func:`load_motion_models`) and
     passes them to each session's engine, so a new session loads nothing."""
 
-    session: Any
-    """onnxruntime session of the motion network (``run`` is safe from several threads)."""
+    runner: Runner
+    """The motion network's backend runner (``infer`` is safe from several threads)."""
     meta: dict
     """The model's metadata (mean, std, model and feature configs)."""
     whisper: Any
@@ -300,26 +310,34 @@ class MotionModels:
     """Intra-op threads both were loaded with."""
     mouth: MouthModel | None = None
     """The mouth read-out (``NetworkConfig.mouth == "readout"``), or ``None``."""
+    backend: str = "onnxruntime"
+    """The backend both ONNX models run on."""
 
 
 def load_motion_models(config: NetworkConfig | None = None, parallel: int = 1) -> MotionModels:
     """Load the motion network and its feature encoder once, for many engines (``parallel``:
     encoder calls that may run at the same time, e.g. the machine's cores)."""
     cfg = config if config is not None else NetworkConfig()
-    sess, meta = load_motion_model(cfg.model_path, cfg.threads)
+    runner, meta = load_motion_model(cfg.model_path, cfg.threads, cfg.backend)
     fc = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
     whisper = load_whisper_encoder(fc, parallel) if fc.kind == "whisper" else None
     path = str(cfg.model_path) if cfg.model_path is not None else str(_default_model_path())
     mouth = None
     if cfg.mouth == "readout":
-        mouth = load_mouth_model(cfg.mouth_model_path, cfg.threads)
+        mouth = load_mouth_model(cfg.mouth_model_path, cfg.threads, cfg.backend)
         if fc.kind != "whisper" or mouth.lookahead_frames != fc.lookahead_frames:
             raise InputError(
                 f"the mouth read-out {mouth.path!r} reads Whisper features with {mouth.lookahead_frames} "
                 f"frames of lookahead; the motion network's are {fc.kind} with {fc.lookahead_frames}"
             )
     return MotionModels(
-        session=sess, meta=meta, whisper=whisper, path=path, threads=int(cfg.threads), mouth=mouth
+        runner=runner,
+        meta=meta,
+        whisper=whisper,
+        path=path,
+        threads=int(cfg.threads),
+        mouth=mouth,
+        backend=cfg.backend,
     )
 
 
@@ -331,6 +349,11 @@ class NetworkMotionEngine:
     (``None`` = load them for this engine).
     """
 
+    @property
+    def needs_phonemes(self) -> bool:
+        """The network listens to the audio (Whisper features): no timings needed."""
+        return False
+
     def __init__(
         self,
         config: NetworkConfig | None = None,
@@ -341,10 +364,14 @@ class NetworkMotionEngine:
         self.config = cfg = config if config is not None else NetworkConfig()
         if models is None:
             models = load_motion_models(cfg)
-        elif models.threads != int(cfg.threads) or models.path != str(
-            cfg.model_path if cfg.model_path is not None else _default_model_path()
+        elif (
+            models.threads != int(cfg.threads)
+            or models.backend != cfg.backend
+            or models.path != str(cfg.model_path if cfg.model_path is not None else _default_model_path())
         ):
-            raise ValueError("the shared motion models were loaded for another model path or thread count")
+            raise ValueError(
+                "the shared motion models were loaded for another model path, thread count or backend"
+            )
         if (cfg.mouth == "readout") != (models.mouth is not None) or (
             models.mouth is not None
             and cfg.mouth_model_path is not None
@@ -354,14 +381,14 @@ class NetworkMotionEngine:
         self._models = models
         self._mouth = MouthReadout(models.mouth) if models.mouth is not None else None
         self._energy = EnergyGate(models.mouth.lookahead_frames) if models.mouth is not None else None
-        sess, meta = models.session, models.meta
+        runner, meta = models.runner, models.meta
         self.meta = meta
         self.feature_config = FeatureConfig(**{**meta["feature_config"], "threads": cfg.threads})
         if abs(float(fps) - self.feature_config.fps) > 1e-9:
             raise InputError(f"this motion network runs at {self.feature_config.fps:g} fps, not {fps!r}")
         self.fps = float(fps)
         self.seed = int(seed)
-        self._net = _Net(sess, meta, cfg)
+        self._net = _Net(runner, meta, cfg)
         self._mean, self._std = meta["mean"], meta["std"]
         self._spf = self.feature_config.samples_per_frame
         self._rng = np.random.default_rng([self.seed, 0x4E7])
@@ -388,7 +415,7 @@ class NetworkMotionEngine:
     def _reset_stream(self, keep_samples: int = 0) -> None:
         self._fs = FeatureStream(self.feature_config, whisper=self._models.whisper)
         self._feat_queue: list[np.ndarray] = []
-        self._sq: dict[int, float] = {}
+        self._loud = LoudnessTracker(self.fps)  # per-frame loudness of the 16 kHz audio
         self._resampler: StreamResampler | None = None
         self._seg_next = 0  # global 16 kHz index where the resampler's next output lands
         self._fill_from: int | None = None  # where idle silence pushed ahead of any input begins
@@ -404,7 +431,7 @@ class NetworkMotionEngine:
             cut = self._fs.truncate(max(start, self._fill_from))
             if cut < have:
                 first = cut // self._spf
-                self._sq = {k: v for k, v in self._sq.items() if k < first}
+                self._loud.forget_from(first)
                 if self._energy is not None:
                     self._energy.forget_from(max(first, self._next_index))
             have = cut
@@ -414,35 +441,27 @@ class NetworkMotionEngine:
             have = start
         pcm16 = pcm16[have - start :]
         if pcm16.size:
-            self._accumulate(have, pcm16)
+            self._loud.add(pcm16, FEATURE_RATE, have)
             self._fs.push(pcm16)
 
     def _feed_silence(self, n: int) -> None:
         if n > 0:
             self._fs.push(np.zeros(n, np.float32))
 
-    def _accumulate(self, start: int, x: np.ndarray) -> None:
-        """Per-frame sum of squares and count (for the loudness of each frame)."""
-        idx = (start + np.arange(len(x))) // self._spf
-        for f in np.unique(idx):
-            seg = x[idx == f].astype(np.float64)
-            s, c = self._sq.get(int(f), (0.0, 0))  # type: ignore[misc]
-            self._sq[int(f)] = (s + float(np.sum((seg - seg.mean()) ** 2)), c + len(seg))  # type: ignore[assignment]
-
     def push_audio(self, chunk: AudioChunk) -> None:
         pcm = checked_pcm(chunk)
         rate = int(chunk.sample_rate)
         start16 = round(chunk.pts * FEATURE_RATE)
         r = self._resampler
-        contiguous = r is not None and r.src == rate and abs(start16 - self._seg_end16()) <= 2
+        contiguous = r is not None and r.rate_in == rate and abs(start16 - self._seg_end16()) <= 2
         if not contiguous:
             self._flush_resampler()
-            self._resampler = StreamResampler(rate) if rate != FEATURE_RATE else None
+            self._resampler = StreamResampler(rate, FEATURE_RATE) if rate != FEATURE_RATE else None
             self._seg_next = start16
             self._seg_src_total = 0
             self._seg_start16 = start16
         self._seg_src_total += len(pcm)
-        out = self._resampler.push(pcm) if self._resampler is not None else pcm
+        out = self._resampler.process(pcm) if self._resampler is not None else pcm
         self._feed(self._seg_next, out)
         self._seg_next += len(out)
         self._pending = True
@@ -451,7 +470,7 @@ class NetworkMotionEngine:
         r = self._resampler
         if r is None:
             return self._seg_next
-        return self._seg_start16 + self._seg_src_total * FEATURE_RATE / r.src
+        return self._seg_start16 + self._seg_src_total * FEATURE_RATE / r.rate_in
 
     def _flush_resampler(self) -> None:
         if self._resampler is not None:
@@ -470,7 +489,7 @@ class NetworkMotionEngine:
         self._fs.rewind(self._next_index)
         self._fill_from = None
         self._feat_queue = []
-        self._sq = {k: v for k, v in self._sq.items() if k < self._next_index}
+        self._loud.forget_from(self._next_index)
         if self._energy is not None:
             self._energy.forget_from(self._next_index)
         self._pending = False
@@ -509,12 +528,10 @@ class NetworkMotionEngine:
         return out
 
     def _loudness_db(self, index: int) -> float:
-        s, c = self._sq.pop(index, (0.0, 0))  # type: ignore[misc]
-        for k in [k for k in self._sq if k < index - 2]:
-            del self._sq[k]
-        if c == 0 or s <= 0:
-            return -100.0
-        return 10.0 * math.log10(s / c)
+        """Loudness of a frame's audio (dBFS; -100 without audio); the frame's audio is done with."""
+        db = self._loud.db(index)
+        self._loud.forget_before(index + 1)
+        return db
 
     def _frame(self, feat: np.ndarray) -> MotionFrame:
         i = self._next_index
@@ -552,8 +569,7 @@ class NetworkMotionEngine:
 
     def _frame_db(self, index: int) -> float:
         """Loudness of a frame's audio so far (dBFS; -100 without audio), without consuming it."""
-        s, c = self._sq.get(index, (0.0, 0))  # type: ignore[misc]
-        return 10.0 * math.log10(s / c) if c and s > 0 else -100.0
+        return self._loud.db(index)
 
     def _to_frame(self, i: int, m: np.ndarray) -> MotionFrame:
         t = i / self.fps
@@ -580,8 +596,8 @@ def offline_rollout(
     Same noise as the engine (``noises`` (n, motion_dim)) -> the same result as streaming. O(n^2):
     for tests and debugging."""
     cfg = config if config is not None else NetworkConfig()
-    sess, meta = load_motion_model(cfg.model_path, cfg.threads)
-    net = _Net(sess, meta, cfg)
+    runner, meta = load_motion_model(cfg.model_path, cfg.threads, cfg.backend)
+    net = _Net(runner, meta, cfg)
     shape = (net.layers, net.batch, net.heads, net.window - 1, net.head_dim)
     empty_k = np.zeros(shape, np.float32)
     empty_valid = np.zeros((net.batch, net.window - 1), np.float32)
@@ -592,6 +608,6 @@ def offline_rollout(
             xs = np.stack([*done, x])
             ts = np.array([0.0] * len(done) + [float(t)], np.float32)
             x0, _, _ = net.run(xs, features[: i + 1], ts, empty_k, empty_k, empty_valid)
-            x = net.sampler.step(x0, int(t), x)
+            x = net.sampler.step(x0, t, x)
         done.append(x)
     return np.stack(done)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from vlogger.engines.errors import InputError
-from vlogger.engines.motion._energy import EnergyBins
+from vlogger.engines.loudness import LoudnessTracker, db_level
 from vlogger.engines.motion.base import checked_pcm
 from vlogger.engines.motion.config import TeacherConfig
 from vlogger.engines.motion.procedural import (
@@ -50,6 +50,7 @@ _IX = {n: i for i, n in enumerate(EXPRESSION_NAMES)}
 _MOUTH_IX = np.array([_IX[n] for n in MOUTH_NAMES])
 _OPEN_MASK = np.array([n in OPENING_NAMES for n in MOUTH_NAMES])
 _NM = len(MOUTH_NAMES)
+_HOPS_PER_S = 100.0  # the loudness envelope's 10 ms hops on the stream clock
 
 
 class PhonemeMotionEngine:
@@ -57,6 +58,11 @@ class PhonemeMotionEngine:
 
     ``PhonemeMotionEngine(config, fps=25.0, seed=0)``: deterministic for a given seed.
     """
+
+    @property
+    def needs_phonemes(self) -> bool:
+        """The viseme mouth reads phoneme timings (``mode`` "phonemes" or "auto"); "energy" does not."""
+        return self.config.mode != "energy"
 
     def __init__(self, config: TeacherConfig | None = None, fps: float = 25.0, seed: int = 0) -> None:
         if not (fps > 0 and math.isfinite(fps)):
@@ -74,7 +80,7 @@ class PhonemeMotionEngine:
         self._segments: list[VisemeSegment] = []
         self._seg_starts: list[float] = []
         self._seg_lo = 0
-        self._energy = EnergyBins()
+        self._energy = LoudnessTracker(_HOPS_PER_S)
         self._known_end = -math.inf
         self._pending = False
         self._next_index = 0
@@ -102,7 +108,7 @@ class PhonemeMotionEngine:
     def push_audio(self, chunk: AudioChunk) -> None:
         pcm = checked_pcm(chunk)
         chunk = AudioChunk(pcm, chunk.sample_rate, chunk.pts, chunk.sample_offset, chunk.phonemes, chunk.text)
-        self._energy.add(chunk)
+        self._energy.add(pcm, chunk.sample_rate, round(chunk.pts * chunk.sample_rate))
         end = chunk.end
         if chunk.phonemes and self.config.mode != "energy":
             segs = segments_from_phonemes(chunk.phonemes)
@@ -122,7 +128,7 @@ class PhonemeMotionEngine:
         self._segments = [g for g in self._segments if g.end <= t]
         self._seg_starts = [g.start for g in self._segments]
         self._seg_lo = min(self._seg_lo, len(self._segments))
-        self._energy.drop_after(t)
+        self._energy.forget_from(self._energy.bin_at(t))
         self._energy_state = np.zeros(_NM)
         self._known_end = min(self._known_end, t)
         self._pending = False
@@ -212,13 +218,13 @@ class PhonemeMotionEngine:
         c = self.config
         t = index * self._dt
         la = t + c.lookahead_s
-        rms, hf = self._energy.window(la - 0.5 * c.energy_window_s, la + 0.5 * c.energy_window_s)
+        db_ahead, hf = self._window(la - 0.5 * c.energy_window_s, la + 0.5 * c.energy_window_s)
         # Loudness of the sound at t itself (no lookahead) drives activity and nods.
-        rms_now, _ = self._energy.window(t - 0.5 * c.energy_window_s, t + 0.5 * c.energy_window_s)
+        db_now, _ = self._window(t - 0.5 * c.energy_window_s, t + 0.5 * c.energy_window_s)
         if index % 25 == 0:
-            self._energy.prune(t - 1.0)
-        loud_ahead = self._loudness(rms)
-        loud = self._loudness(rms_now)
+            self._energy.forget_before(self._energy.bin_at(t - 1.0))
+        loud_ahead = self._loudness(db_ahead)
+        loud = self._loudness(db_now)
 
         stressed: list[VisemeSegment] = []
         speaking_ph = False
@@ -290,12 +296,14 @@ class PhonemeMotionEngine:
             phoneme_share=float(coverage),
         )
 
-    def _loudness(self, rms: float) -> float:
+    def _window(self, t0: float, t1: float) -> tuple[float, float]:
+        """Loudness (dBFS) and brightness of the 10 ms hops over ``[t0, t1)`` (at least one hop)."""
+        k0 = self._energy.bin_at(t0)
+        return self._energy.window(k0, max(k0 + 1, self._energy.bin_at(t1)))
+
+    def _loudness(self, db: float) -> float:
         c = self.config
-        if rms <= 0.0:
-            return 0.0
-        db = 20.0 * math.log10(rms)
-        return min(1.0, max(0.0, (db - c.energy_floor_db) / (c.energy_ceiling_db - c.energy_floor_db)))
+        return float(db_level(db, c.energy_floor_db, c.energy_ceiling_db))
 
 
 def generate_motion(

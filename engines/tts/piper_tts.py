@@ -22,13 +22,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vlogger.engines.cache import atomic_write_bytes, cache_dir
-from vlogger.engines.errors import InputError
+from vlogger.engines.errors import BadText, InputError
 from vlogger.engines.types import AudioChunk, PhonemeTiming
+
+if TYPE_CHECKING:
+    from vlogger.engines.backends.ort import OrtRunner
 
 __all__ = ["SILENCE_PHONEME", "PiperTTS", "TTSConfig", "split_sentences", "split_units"]
 
@@ -67,6 +70,9 @@ class TTSConfig:
     """Gain after piper's peak normalisation (each sentence peaks at ``volume``)."""
     threads: int = 1
     """onnxruntime intra-op threads (inter-op is 1)."""
+    backend: str = "onnxruntime"
+    """Backend runner of the voice (``vlogger.engines.backends.ort``): ``"onnxruntime"`` (CPU),
+    ``"onnxruntime-cuda"`` or ``"onnxruntime-trt"``."""
     max_text_length: int = 20_000
     """Longest text accepted, in characters."""
     use_alignment_cache: bool = True
@@ -171,31 +177,26 @@ def _aligned_model(model_path: Path, use_cache: bool) -> str | bytes:
     return data
 
 
-class _ArenaSession:
-    """An onnxruntime session whose long runs hand its CPU memory arena back when they end.
+class _RunnerSession:
+    """The voice's backend runner in the shape piper calls: ``run(None, feed)`` -> the outputs in
+    graph order (piper takes any object with that method as its ``session``).
 
     onnxruntime keeps what a run allocated for the next one: after a long unit, hundreds of MB
-    stay held by a voice every session shares. Runs with more than ``keep_ids`` phoneme ids shrink
-    the arena as they end; shorter ones (ordinary sentences) keep it, and their speed.
+    would stay held by a voice every session shares. Runs with more than ``keep_ids`` phoneme ids
+    hand the CPU memory arena back as they end; shorter ones (ordinary sentences) keep it, and
+    their speed.
     """
 
-    def __init__(self, session: Any, keep_ids: int) -> None:
-        import onnxruntime as ort
-
-        self.session = session
+    def __init__(self, runner: OrtRunner, keep_ids: int) -> None:
+        self.runner = runner
         self.keep_ids = keep_ids
-        self._shrink = ort.RunOptions()
-        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
-    def run(self, output_names: Any, input_feed: dict[str, Any], run_options: Any = None) -> Any:
-        """``InferenceSession.run``, shrinking the arena afterwards for inputs over ``keep_ids``."""
+    def run(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """What ``InferenceSession.run`` returns for ``input_feed``."""
         ids = input_feed.get("input")
-        if run_options is None and ids is not None and np.shape(ids)[-1] > self.keep_ids:
-            run_options = self._shrink
-        return self.session.run(output_names, input_feed, run_options)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.session, name)
+        big = ids is not None and np.shape(ids)[-1] > self.keep_ids
+        out = self.runner.infer(input_feed, release_memory=big)
+        return [out[name] for name in (output_names or self.runner.output_names)]
 
 
 class PiperTTS:
@@ -254,32 +255,33 @@ class PiperTTS:
 
     def _load(self) -> Any:
         if self._voice is None:
-            import onnxruntime as ort
             from piper.config import PiperConfig
             from piper.voice import PiperVoice
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = max(1, int(self.config.threads))
-            opts.inter_op_num_threads = 1
+            from vlogger.engines.backends.ort import OrtConfig, OrtRunner
+
             model = _aligned_model(self._model_path, self.config.use_alignment_cache)
-            session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+            runner = OrtRunner(
+                model, self.config.backend, OrtConfig(threads=max(1, int(self.config.threads)))
+            )
             # ids of n phonemes: BOS PAD, n x (phoneme PAD), EOS
             keep_ids = 2 * max(0, int(self.config.arena_keep_phonemes)) + 3
             self._voice = PiperVoice(
-                session=_ArenaSession(session, keep_ids), config=PiperConfig.from_dict(self._voice_json)
+                session=_RunnerSession(runner, keep_ids),
+                config=PiperConfig.from_dict(self._voice_json),
             )
         return self._voice
 
     def validate(self, text: str) -> str:
         """The text as it will be spoken, or :class:`InputError` (empty, too long, nothing to say)."""
         if not isinstance(text, str):
-            raise InputError(f"text must be a string, not {type(text).__name__}")
+            raise BadText(f"text must be a string, not {type(text).__name__}")
         limit = self.config.max_text_length
         if len(text) > limit:
-            raise InputError(f"text is too long: {len(text):,} characters (the limit is {limit:,})")
+            raise BadText(f"text is too long: {len(text):,} characters (the limit is {limit:,})")
         clean = _CONTROL.sub(" ", text).strip()
         if not clean:
-            raise InputError("text is empty")
+            raise BadText("text is empty")
         if not _SPEAKABLE.search(clean):
             raise InputError("text has nothing to speak (no letters or digits)")
         return clean

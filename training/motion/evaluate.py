@@ -23,6 +23,7 @@ import numpy as np
 from training.corpus import Corpus
 from vlogger.engines.audio import chunk_audio
 from vlogger.engines.avatar.rig import rotation_from_6d
+from vlogger.engines.metrics import pearson
 from vlogger.engines.motion.network import NetworkConfig, NetworkMotionEngine
 from vlogger.engines.motion.visemes import mouth_opening_proxy
 
@@ -55,8 +56,8 @@ def evaluate(model: Path | None, corpus: Path, start: int, items: int, engine: d
         pred = np.stack([np.concatenate([f.expression, f.head]) for f in frames[: it.n_frames]])
         tgt = it.motion[: len(pred), :24]
         a, b = mouth_opening_proxy(pred[:, :15]), mouth_opening_proxy(tgt[:, :15])
-        if np.std(a) > 0 and np.std(b) > 0:
-            rs.append(float(np.corrcoef(a, b)[0, 1]))
+        if not np.isnan(r := pearson(a, b)):
+            rs.append(r)
         maes.append(float(np.abs(pred[:, :9] - tgt[:, :9]).mean()))
         mstd.append(float(pred[:, :9].std(0).mean() / max(tgt[:, :9].std(0).mean(), 1e-6)))
         hp, ht = _yaw_pitch(pred[:, 15:]), _yaw_pitch(tgt[:, 15:])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from training.motion.model import ModelConfig, MotionTransformer
-from vlogger.export.motion import METADATA_KEY, MOTION_STEP
+from vlogger.export.motion import METADATA_KEY, MOTION_STEP, motion_sizes
 
 __all__ = ["check_parity", "export_onnx", "load_checkpoint", "read_safetensors", "write_safetensors"]
 
@@ -55,15 +55,8 @@ def load_checkpoint(path: Path) -> tuple[MotionTransformer, dict]:
 
 
 def sizes(cfg: ModelConfig, batch: int = 2) -> dict[str, int]:
-    return {
-        "batch": batch,
-        "layers": cfg.layers,
-        "heads": cfg.heads,
-        "window-1": cfg.window - 1,
-        "head_dim": cfg.width // cfg.heads,
-        "motion_dim": cfg.motion_dim,
-        "audio_dim": cfg.audio_dim,
-    }
+    """The contract's symbols for a model and a batch size (``q`` left out)."""
+    return {**motion_sizes(cfg.to_dict()), "batch": batch}
 
 
 def example_inputs(
@@ -84,26 +77,9 @@ def example_inputs(
 
 
 def export_onnx(model: MotionTransformer, meta: dict, path: Path) -> Path:
-    import onnx
-
+    """The streaming step as ONNX with the :data:`MOTION_STEP` contract and ``meta`` in its metadata."""
     ins = example_inputs(model.cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        _Step(model),
-        tuple(ins[n] for n in MOTION_STEP.input_names),
-        str(path),
-        input_names=MOTION_STEP.input_names,
-        output_names=MOTION_STEP.output_names,
-        dynamic_axes=MOTION_STEP.dynamic_axes(),
-        opset_version=MOTION_STEP.opset,
-        dynamo=False,
-    )
-    m = onnx.load(str(path))
-    entry = m.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = json.dumps(meta)
-    onnx.save(m, str(path))
-    return path
+    return MOTION_STEP.export(_Step(model), [ins[n] for n in MOTION_STEP.input_names], path, meta)
 
 
 def check_parity(model: MotionTransformer, path: Path, batches: tuple[int, ...] = (1, 2)) -> float:

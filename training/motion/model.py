@@ -26,10 +26,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import cast
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ModelConfig", "MotionTransformer", "cosine_alpha_bar", "step_embedding"]
+from vlogger.engines.diffusion import cosine_alpha_bar
+
+__all__ = ["ModelConfig", "MotionTransformer", "step_embedding"]
 
 N_FACE, N_HEAD, N_BODY = 15, 9, 150
 MOTION_DIM = N_FACE + N_HEAD + N_BODY
@@ -62,17 +65,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cosine_alpha_bar(steps: int, s: float = 0.008) -> torch.Tensor:
-    """alpha_bar[t] for t = 0..steps (alpha_bar[0] = 1), Nichol & Dhariwal cosine schedule."""
-    t = torch.arange(steps + 1, dtype=torch.float64) / steps
-    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-    ab = f / f[0]
-    # clip betas at 0.999 like the reference implementation
-    betas = torch.clamp(1 - ab[1:] / ab[:-1], max=0.999)
-    ab = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
-    return ab.float()
 
 
 def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -136,7 +128,9 @@ class MotionTransformer(nn.Module):
         slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / cfg.heads) for h in range(cfg.heads)])
         dist = torch.arange(cfg.window, dtype=torch.float32)
         self.rel_bias = nn.Parameter(-slopes[:, None] * dist[None, :])
-        self.register_buffer("alpha_bar", cosine_alpha_bar(cfg.diffusion_steps), persistent=False)
+        # the cosine schedule as a float32 table, the one the runtime's scheduler uses
+        ab = torch.from_numpy(cosine_alpha_bar(cfg.diffusion_steps, dtype=np.float32))
+        self.register_buffer("alpha_bar", ab, persistent=False)
 
     # ---- shared pieces -----------------------------------------------------------------
     def embed(

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from training.motion.mouth_data import ClipData, build_features, feature_config, load_clips, nonspeech_clips
+from vlogger.engines.metrics import LIPSYNC_MAX_LAG, best_lag_r
 from vlogger.engines.types import EXPRESSION_NAMES, MotionFrame
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
     "GRID",
     "Readout",
     "ReadoutSpec",
-    "best_lag",
-    "best_lag_r",
     "calibrate",
     "export_onnx",
     "fit_presence",
@@ -58,13 +57,12 @@ __all__ = [
     "loso",
     "main",
     "opening_model",
-    "pearson",
     "rig_score",
     "select_spec",
-    "shifted_pairs",
 ]
 
-MAX_LAG = 2
+#: lag window of the score (frames), :data:`vlogger.engines.metrics.LIPSYNC_MAX_LAG`
+MAX_LAG = LIPSYNC_MAX_LAG
 
 
 @dataclass(frozen=True)
@@ -304,51 +302,13 @@ def opening_model() -> Callable[[np.ndarray], np.ndarray]:
     return opening
 
 
-def shifted_pairs(real: np.ndarray, pred: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (real[t], pred[t - lag]) where both are finite: lag > 0 pairs the real mouth with an
-    EARLIER prediction frame (the prediction leads)."""
-    n = min(len(real), len(pred))
-    r, p = np.asarray(real[:n], np.float64), np.asarray(pred[:n], np.float64)
-    if lag > 0:
-        r, p = r[lag:], p[:-lag]
-    elif lag < 0:
-        r, p = r[:lag], p[-lag:]
-    ok = np.isfinite(r) & np.isfinite(p)
-    return r[ok], p[ok]
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r; NaN for fewer than 3 pairs or no variance."""
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def best_lag(real: np.ndarray, pred: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
-    """Pearson r of ``pred`` with ``real`` at the best lag in ``[-max_lag, max_lag]`` frames, and that
-    lag (lag > 0: the prediction moves that many frames BEFORE the real mouth). NaN frames are
-    ignored; (nan, 0) when no lag has 3 finite pairs with variance. Ties go to the smaller |lag|."""
-    best, lag_best = float("nan"), 0
-    for lag in sorted(range(-max_lag, max_lag + 1), key=lambda k: (abs(k), k)):
-        r = pearson(*shifted_pairs(real, pred, lag))
-        if not np.isnan(r) and (np.isnan(best) or r > best + 1e-12):
-            best, lag_best = r, lag
-    return best, lag_best
-
-
-def best_lag_r(real: np.ndarray, pred: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
-    """:func:`best_lag` with 0 for a prediction that never moves (a clip the gate kept closed)."""
-    r, lag = best_lag(real, pred, max_lag)
-    return (0.0 if np.isnan(r) else r), lag
-
-
 def rig_score(
     clips: Sequence[ClipData], preds: Sequence[np.ndarray], opening: Callable[[np.ndarray], np.ndarray]
 ) -> dict[str, float]:
     """Per-speaker mean r of the posed opening vs the real one."""
     per: dict[str, list[float]] = {}
     for c, p in zip(clips, preds, strict=True):
-        per.setdefault(c.speaker, []).append(best_lag_r(c.real_opening, opening(p))[0])
+        per.setdefault(c.speaker, []).append(best_lag_r(c.real_opening, opening(p), MAX_LAG)[0])
     return {s: float(np.mean(v)) for s, v in per.items()}
 
 

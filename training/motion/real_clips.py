@@ -54,9 +54,9 @@ from training.corpus import (
     write_shard,
 )
 from vlogger.engines.avatar.fit import backproject, default_camera, head_frame
-from vlogger.engines.avatar.metrics import eye_openness, mouth_opening
 from vlogger.engines.avatar.rig import Rig, rotation_to_6d
 from vlogger.engines.avatar.types import AvatarFit
+from vlogger.engines.metrics import eye_openness, mouth_opening, pearson
 from vlogger.engines.types import BODY_KEYPOINTS, EXPRESSION_NAMES, MotionFrame
 
 __all__ = [
@@ -368,7 +368,7 @@ def fit_clip(
         "reference_frame": ref,
         "fit_rms_face_widths": {k: round(float(np.mean(v)), 5) for k, v in stats.items()},
         "fit_rms_p95": round(float(np.percentile(stats["rms"], 95)), 5),
-        "mouth_opening_r_fit_vs_real": round(float(np.corrcoef(real_open, posed_open)[0, 1]), 4),
+        "mouth_opening_r_fit_vs_real": round(pearson(real_open, posed_open), 4),
         "coef_mean": {k: round(float(motion[:, i].mean()), 4) for i, k in enumerate(EXPRESSION_NAMES)},
         "coef_std": {k: round(float(motion[:, i].std()), 4) for i, k in enumerate(EXPRESSION_NAMES)},
         "head_translation_std": [round(float(x), 4) for x in motion[:, 21:24].std(0)],

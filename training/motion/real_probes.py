@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import motion_network as mn
-import teacher_lipsync as tl
+from benchmarks import motion_network as mn
+from benchmarks import teacher_lipsync as tl
+from vlogger.engines.metrics import best_lag, mouth_openings, pearson
 
 __all__ = ["main"]
 
@@ -46,10 +46,10 @@ def sweep(clips: dict[str, dict], model: Path | None, engines: list[dict], loo: 
         for seed in (0, 1, 2):
             for name, c in clips.items():
                 lm = c["landmarks"]
-                real = np.where(c["found"], mn.opening(lm), np.nan)
+                real = np.where(c["found"], mouth_openings(lm), np.nan)
                 m = loo / f"loo_{name}.onnx" if loo else model
                 frames, _ = mn.run_engine(m, c["pcm"], c["a0"], len(lm), seed, cfg)
-                rs.append(tl.best_lag(real, mn.opening(mn.posed(frames, rig)))[0])
+                rs.append(best_lag(real, mouth_openings(mn.posed(frames, rig)), tl.MAX_LAG)[0])
         per_clip = np.asarray(rs).reshape(3, -1).mean(0)
         print(f"{json.dumps(cfg)}: mean r {np.mean(rs):.3f}, per clip {np.round(per_clip, 3)}", flush=True)
 
@@ -63,7 +63,7 @@ def lookahead(clips: dict[str, dict], lookaheads: list[int], lam: float = 100.0)
         for n, c in clips.items():
             ok = c["found"]
             f = offline_features(_on_video_clock(c), len(c["landmarks"]), fc)
-            xs[n], ys[n] = f[ok], mn.opening(c["landmarks"])[ok]
+            xs[n], ys[n] = f[ok], mouth_openings(c["landmarks"])[ok]
         rs = []
         for n in clips:
             xt = np.concatenate([xs[m] for m in clips if m != n])
@@ -71,7 +71,7 @@ def lookahead(clips: dict[str, dict], lookaheads: list[int], lam: float = 100.0)
             mu, sd = xt.mean(0), xt.std(0) + 1e-6
             a = (xt - mu) / sd
             w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (yt - yt.mean()))
-            rs.append(float(np.corrcoef(((xs[n] - mu) / sd) @ w, ys[n])[0, 1]))
+            rs.append(pearson(((xs[n] - mu) / sd) @ w, ys[n]))
         print(f"lookahead {la}: leave-one-clip-out r {np.round(rs, 3)}, mean {np.mean(rs):.3f}", flush=True)
 
 
@@ -82,8 +82,8 @@ def loudness(clips: dict[str, dict], window_s: float = 0.08) -> None:
         centres = (np.arange(len(c["landmarks"])) + 0.5) / 25.0
         e = [pcm[max(0, round(t * 16000) - k // 2) : max(0, round(t * 16000) - k // 2) + k] for t in centres]
         le = np.log(np.array([np.sqrt(np.mean(w**2)) if len(w) else 0.0 for w in e]) + 1e-3)
-        real = np.where(c["found"], mn.opening(c["landmarks"]), np.nan)
-        r, lag = tl.best_lag(real, le)
+        real = np.where(c["found"], mouth_openings(c["landmarks"]), np.nan)
+        r, lag = best_lag(real, le, tl.MAX_LAG)
         rs.append(r)
         print(f"{n}: r {r:.3f} (lag {lag})")
     print(f"mean {np.mean(rs):.3f}")

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import motion_network as mn
-import teacher_lipsync as tl
-
+from benchmarks import motion_network as mn
+from benchmarks import teacher_lipsync as tl
+from vlogger.engines.metrics import best_lag, mouth_openings
 from vlogger.engines.motion import visemes
 from vlogger.engines.motion.align import align_audio
 from vlogger.engines.motion.teacher import TeacherConfig, generate_motion
@@ -60,7 +59,7 @@ def _score(
         for c in clips.values():
             chunk = AudioChunk(pcm=c["pcm"], sample_rate=16000, pts=c["a0"], phonemes=list(c["phonemes"]))
             frames = generate_motion([chunk], n_frames=len(c["real"]), fps=25.0, seed=0, config=cfg)
-            rs.append(tl.best_lag(c["real"], tl.rig_opening(frames, rig))[0])
+            rs.append(best_lag(c["real"], tl.rig_opening(frames, rig), tl.MAX_LAG)[0])
         return rs
     finally:
         visemes.VISEMES.clear()
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         c = mn.load_clip(a.data, n, a.clips)
         ph = align_audio(c["pcm"], 16000)
         c["phonemes"] = [type(p)(p.phoneme, p.start + c["a0"], p.end + c["a0"], p.alphabet) for p in ph]
-        c["real"] = np.where(c["found"], mn.opening(c["landmarks"]), np.nan)
+        c["real"] = np.where(c["found"], mouth_openings(c["landmarks"]), np.nan)
         clips[n] = c
     rig = tl._load_rig()
     names = list(clips)

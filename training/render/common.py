@@ -13,8 +13,8 @@ import torch
 from training.render.dataset import decode_controls
 from training.render.model import TemporalUNet, model_config
 from vlogger.engines.backends.torch_runner import TorchRunner
-from vlogger.engines.render.diffusion.sampler import DDIMSampler, cosine_alpha_bar
-from vlogger.engines.render.diffusion.window import WindowSampler
+from vlogger.engines.diffusion import cosine_alpha_bar
+from vlogger.engines.render.diffusion.window import WindowSampler, frame_scheduler
 from vlogger.export.renderer import RENDER_DENOISER
 
 __all__ = ["Batch", "Windows", "load_checkpoint", "sample_window", "save_checkpoint", "torch_alpha_bar"]
@@ -97,9 +97,9 @@ def sample_window(
     seed: int = 0,
     eta: float = 0.0,
 ) -> np.ndarray:
-    """One window sampled with the runtime's numpy sampler and window code (torch network)."""
+    """One window sampled with the runtime's numpy scheduler and window code (torch network)."""
     runner = TorchRunner(model, RENDER_DENOISER.input_names, RENDER_DENOISER.output_names)
-    ws = WindowSampler(runner, DDIMSampler(1000, eta=eta), steps, start)
+    ws = WindowSampler(runner, frame_scheduler(1000, eta=eta), steps, start)
     return ws.sample(controls, ref, known, np.random.default_rng(seed))
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from vlogger.engines.avatar.controls import ControlBuilder, crop_image, face_crop
-from vlogger.engines.avatar.metrics import mouth_opening
 from vlogger.engines.avatar.types import AvatarFit, PosedFrame
+from vlogger.engines.metrics import mouth_opening
 from vlogger.engines.types import EXPRESSION_NAMES, MotionFrame
 
 __all__ = ["build_from_videos", "build_generated", "encode_controls", "load_shards", "smooth_motion"]

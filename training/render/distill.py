@@ -36,13 +36,14 @@ from training.render.common import (
 from training.render.dataset import load_shards
 from training.render.model import TemporalUNet
 from training.render.plots import loss_png, sample_grid
+from vlogger.engines.diffusion import DDIMScheduler
 
 __all__ = ["distill", "main", "schedule"]
 
 
 def schedule(steps: int, start: int) -> list[int]:
-    """The sampler's timesteps (same rule as ``DDIMSampler.set_timesteps``), plus the final 0."""
-    return [round(start * (steps - i) / steps) for i in range(steps)] + [0]
+    """The runtime scheduler's timesteps (``DDIMScheduler.set_timesteps``), plus the final 0."""
+    return [*DDIMScheduler(1000).set_timesteps(steps, start), 0]
 
 
 def _x0(model: TemporalUNet, z, t, ref, control, ab):

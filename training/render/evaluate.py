@@ -24,9 +24,8 @@ import cv2
 import numpy as np
 
 from training.render.dataset import decode_controls, load_shards
-from vlogger.engines.avatar.metrics import mouth_opening
-from vlogger.engines.render.diffusion.sampler import DDIMSampler
-from vlogger.engines.render.diffusion.window import Outpainter, WindowSampler
+from vlogger.engines.metrics import mouth_opening
+from vlogger.engines.render.diffusion.window import Outpainter, WindowSampler, frame_scheduler
 
 __all__ = ["l1", "main", "render_stream", "score", "ssim"]
 
@@ -75,7 +74,7 @@ def render_stream(
     """All frames of a shard rendered as one outpainted stream: (T, S, S, 3) uint8."""
     controls = decode_controls(shard["controls"])
     ref = _img(shard["ref"][:1])[0]
-    op = Outpainter(WindowSampler(runner, DDIMSampler(), steps, start), ref, window, seed)
+    op = Outpainter(WindowSampler(runner, frame_scheduler(), steps, start), ref, window, seed)
     frames = [f for c in controls for f in op.push(c)] + op.flush()
     return np.stack([_u8(f) for f in frames])
 

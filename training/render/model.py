@@ -8,7 +8,8 @@
   map, semantic masks, body map, partial view, known-frame mask and known frames) through a small
   hint encoder; its outputs join the base's skips and middle through zero-initialised 1x1 convs.
   ``freeze_base`` trains only that branch (a pretrained base later); here both train together.
-* Output: the noise (epsilon) of every frame; the cosine schedule lives in the sampler.
+* Output: the noise (epsilon) of every frame; the cosine schedule lives in the scheduler
+  (`vlogger.engines.diffusion`).
 """
 
 from __future__ import annotations

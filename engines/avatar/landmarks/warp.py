@@ -12,7 +12,7 @@ for a 192x192 crop.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -22,6 +22,10 @@ __all__ = ["quad_transform", "warp_perspective"]
 
 _INTER_BITS = 5
 _TAB = 1 << _INTER_BITS
+
+
+# the OpenCV wheels' type stubs disagree on remap's optional map2 (None): call it untyped
+_remap: Any = cv2.remap
 
 
 def _to_int32(v: np.ndarray) -> np.ndarray:
@@ -76,10 +80,10 @@ def warp_perspective(
     if interpolation == "nearest":
         xy[..., 0] = _to_int16(x)
         xy[..., 1] = _to_int16(y)
-        return cv2.remap(image, xy, None, cv2.INTER_NEAREST, borderMode=border, borderValue=0)
+        return _remap(image, xy, None, cv2.INTER_NEAREST, borderMode=border, borderValue=0)
     if interpolation != "linear":
         raise ValueError(f"unknown interpolation {interpolation!r} (choose 'linear' or 'nearest')")
     xy[..., 0] = _to_int16(x >> _INTER_BITS)
     xy[..., 1] = _to_int16(y >> _INTER_BITS)
     frac = ((y & (_TAB - 1)) << _INTER_BITS | (x & (_TAB - 1))).astype(np.uint16)
-    return cv2.remap(image, xy, frac, cv2.INTER_LINEAR, borderMode=border, borderValue=0)
+    return _remap(image, xy, frac, cv2.INTER_LINEAR, borderMode=border, borderValue=0)

@@ -32,18 +32,20 @@ from vlogger.engines.avatar.controls import (
 from vlogger.engines.avatar.types import AvatarFit, PosedFrame
 from vlogger.engines.backends import OrtConfig, make_runner
 from vlogger.engines.backends.base import Runner
+from vlogger.engines.diffusion import PredictionType
 from vlogger.engines.errors import InputError
 from vlogger.engines.render.warp import WarpConfig, WarpRenderer
 
 from .config import DiffusionConfig
-from .sampler import DDIMSampler
-from .window import Outpainter, WindowSampler
+from .window import Outpainter, WindowSampler, frame_scheduler
 
 __all__ = ["METADATA_KEY", "TEST_MODEL", "DiffusionRenderer", "load_model_metadata", "model_crop"]
 
 #: The shipped test model (see assets/TEST_MODEL.md).
 TEST_MODEL = Path(__file__).with_name("assets") / "test_renderer.onnx"
 METADATA_KEY = "vlogger_renderer"  # = vlogger.export.renderer.METADATA_KEY (export imports torch lazily)
+#: The metadata's ``sampler.prediction`` -> the scheduler's ``prediction_type``.
+_PREDICTION: dict[str, PredictionType] = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
 def load_model_metadata(runner: Runner) -> dict:
@@ -105,7 +107,10 @@ class DiffusionRenderer:
         self.crop = model_crop(meta, fit, image.shape)
         self.controls = ControlBuilder(fit, self.crop, self.size)
         ref = to_model_image(crop_image(np.ascontiguousarray(image), self.crop, self.size))
-        sampler = DDIMSampler(train_steps, eta=cfg.eta)
+        prediction = str(sampling.get("prediction", "eps"))
+        if prediction not in _PREDICTION:
+            raise InputError(f"unknown model prediction {prediction!r} (one of {', '.join(_PREDICTION)})")
+        sampler = frame_scheduler(train_steps, cfg.eta, _PREDICTION[prediction])
         self.windows = WindowSampler(runner, sampler, steps, start_step)
         self.outpainter = Outpainter(self.windows, ref, self.window, cfg.seed)
         self._paste = _PasteBack(self.crop, image.shape, cfg.feather)
@@ -120,8 +125,12 @@ class DiffusionRenderer:
         return self._paste(warped, out)
 
     def reset(self) -> None:
-        """Forget the window history (a new stream)."""
+        """Forget the window history and the frames in flight (a new stream, an interruption)."""
         self.outpainter.reset()
+        self._queued = []
+
+    def close(self) -> None:
+        """Drop the queued frames (the inference sessions are freed with the renderer)."""
         self._queued = []
 
     # -- offline: windows with 50% overlap -------------------------------------------------------

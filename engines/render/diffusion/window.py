@@ -18,10 +18,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from vlogger.engines.backends.base import Runner
+from vlogger.engines.diffusion import DDIMScheduler, PredictionType
 
-from .sampler import DDIMSampler
+__all__ = ["Outpainter", "WindowSampler", "control_tensor", "frame_scheduler", "window_plan"]
 
-__all__ = ["Outpainter", "WindowSampler", "control_tensor", "window_plan"]
+
+def frame_scheduler(
+    train_steps: int = 1000, eta: float = 0.0, prediction_type: PredictionType = "epsilon"
+) -> DDIMScheduler:
+    """The scheduler of the renderer's frames: the shared DDIM with the x0 estimate clipped to the
+    frames' range [-1, 1] (``eta`` 0: deterministic, 1: DDPM-like)."""
+    return DDIMScheduler(train_steps, eta, prediction_type, clip_sample=1.0)
 
 
 def window_plan(total: int, window: int) -> list[tuple[int, int, int]]:
@@ -61,9 +68,10 @@ def control_tensor(controls: np.ndarray | Sequence[np.ndarray], known: np.ndarra
 
 
 class WindowSampler:
-    """Samples one window with the network behind ``runner`` (the ``RENDER_DENOISER`` contract)."""
+    """Samples one window with the network behind ``runner`` (the ``RENDER_DENOISER`` contract;
+    ``sampler``'s ``prediction_type`` says what its ``eps`` output is: the noise for every model so far)."""
 
-    def __init__(self, runner: Runner, sampler: DDIMSampler, steps: int, start: int) -> None:
+    def __init__(self, runner: Runner, sampler: DDIMScheduler, steps: int, start: int) -> None:
         self.runner = runner
         self.sampler = sampler
         self.steps = steps
@@ -101,7 +109,7 @@ class WindowSampler:
             if known is not None:
                 sampler.add_noise(known, noise[:k], t, out=x[:k])
             eps = self.runner.infer(self._feed(x, t, ref_b, control))["eps"][0]
-            x[k:] = sampler.step(eps[k:], t, x[k:], rng)
+            x[k:] = sampler.step(eps[k:], t, x[k:], generator=rng)
         if known is not None:
             x[:k] = known
         return x

@@ -102,5 +102,16 @@ class WarpRenderer:
             eye.composite(out, f2, fill, closure, self.config)
         return out
 
+    def push(self, posed: PosedFrame) -> list[np.ndarray]:
+        """Frame at a time: ``[render(posed)]``."""
+        return [self.render(posed)]
+
+    def flush(self) -> list[np.ndarray]:
+        """Nothing is held back."""
+        return []
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def reset(self) -> None:
         """Nothing to forget: every frame is rendered from the photo alone."""

@@ -1,5 +1,8 @@
-"""A Python client of ``/ws`` that receives the avatar over WebRTC (aiortc), for tests, benchmarks
-and agents: it records every decoded video frame and audio packet with its arrival time.
+"""A Python client of ``/ws`` that receives the avatar over WebRTC (aiortc), for the tests and the
+benchmarks (it lives in the repository, not in the installed package; an agent may start from it):
+it records every decoded video frame and audio packet with its arrival time.
+
+    from benchmarks.receiver import Receiver  # with the repository root on sys.path
 
     rx = Receiver("ws://127.0.0.1:8080/ws")
     await rx.connect()
@@ -260,7 +263,7 @@ class FaceSeries:
     t: np.ndarray
     """Arrival times."""
     mouth: np.ndarray
-    """Inner-lip gap over eye-corner distance (:func:`vlogger.engines.avatar.metrics.mouth_opening`)."""
+    """Inner-lip gap over eye-corner distance (:func:`vlogger.engines.metrics.mouth_opening`)."""
     eyes: np.ndarray
     """Mean lid gap over eye width of both eyes."""
     nose: np.ndarray
@@ -272,7 +275,7 @@ def measure_faces(video: list[ReceivedVideo], every: int = 1, static: bool = Tru
     pictures. ``static`` detects every frame afresh: slower, but tracking mode can smooth blinks of
     small faces away."""
     from vlogger.engines.avatar.landmarks import FaceLandmarker
-    from vlogger.engines.avatar.metrics import eye_openness, mouth_opening
+    from vlogger.engines.metrics import eye_openness, mouth_opening
 
     t, mouth, eyes, nose = [], [], [], []
     with FaceLandmarker(static=static, max_faces=1) as mesh:

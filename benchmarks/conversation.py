@@ -47,7 +47,9 @@ async def run(turns: int, size: int) -> dict[str, Any]:
     from vlogger.runtime.server_config import ServerConfig
     from vlogger.runtime.tracks import AvatarVideoTrack, SpeechAudioTrack
 
-    engines = RealEngines(VloggerConfig(), size=size)
+    config = VloggerConfig()
+    config.output.height = size
+    engines = RealEngines(config)
     avatar = engines.load_avatar(None)
     events: list[tuple[float, dict[str, Any]]] = []
     pipe = Pipeline(engines, avatar, ServerConfig(), lambda e: events.append((time.monotonic(), e)))

@@ -212,7 +212,8 @@ def model_lag_ms(size: int, motion: str | None = None, mouth: str | None = None)
         config.motion_engine = motion
     if mouth:
         config.mouth = mouth
-    engines = RealEngines(config, size=size)
+    config.output.height = size
+    engines = RealEngines(config)
     avatar = engines.load_avatar(None)
     tts = PiperTTS()
     lags = []

@@ -27,7 +27,10 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
     e.add_argument("--window", type=int, default=8, help="frames per window (the engine's opt shape)")
     e.add_argument("--max-batch", type=int, default=2, help="largest batch in the shape profile")
-    e.add_argument("--cache-dir", help="engine cache folder (default ~/.cache/vlogger/trt)")
+    e.add_argument(
+        "--cache-dir",
+        help="engine cache folder (default: trt/ in the user cache: $VLOGGER_CACHE_DIR or ~/.cache/vlogger)",
+    )
     e.add_argument("--check", action="store_true", help="only run the ONNX once on onnxruntime CPU")
     return e
 

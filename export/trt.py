@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vlogger.engines.backends.base import BackendUnavailable
 from vlogger.engines.backends.tensorrt import import_tensorrt
+from vlogger.engines.cache import cache_dir as user_cache_dir
 from vlogger.export.contract import OnnxContract
 
 __all__ = [
@@ -61,7 +62,10 @@ def onnx_sha256(path: str | Path) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "vlogger" / "trt"
+    """Where engines are cached unless a folder is given: the user cache's ``trt`` folder
+    (:func:`vlogger.engines.cache.cache_dir`, honouring ``$VLOGGER_CACHE_DIR``), shared with the
+    onnxruntime TensorRT provider's engine cache."""
+    return user_cache_dir("trt")
 
 
 def gpu_name(device: int = 0) -> str:

@@ -1,6 +1,6 @@
 """Built-in brains: what the avatar answers to a transcript when no agent is attached.
 
-A brain turns the user's words into sentences to say, as an async iterator, so the first sentence
+A brain turns the user's words into sentences to say, as an async generator, so the first sentence
 can be spoken while the rest is still being written:
 
 * :class:`EchoBrain` (the default) says back what it heard; the demo works offline.
@@ -20,7 +20,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,9 +31,12 @@ BRAINS = ("echo", "openai", "none")
 
 
 class Brain(Protocol):
-    """Answers one user turn with sentences to say (an async iterator, first sentence first)."""
+    """Answers one user turn with sentences to say (an async generator, first sentence first).
 
-    def reply(self, text: str) -> AsyncIterator[str]: ...
+    A generator (``async def`` with ``yield``), so a turn that is cut short (barge-in, a newer
+    turn, the session closing) is closed at once with ``aclose()``, its request stopped."""
+
+    def reply(self, text: str) -> AsyncGenerator[str, None]: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class BrainConfig:
 class EchoBrain:
     """Says back what it heard."""
 
-    async def reply(self, text: str) -> AsyncIterator[str]:
+    async def reply(self, text: str) -> AsyncGenerator[str, None]:
         text = text.strip()
         if text:
             yield text
@@ -146,7 +149,7 @@ class OpenAIBrain:
             headers["Authorization"] = f"Bearer {key}"
         return urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
 
-    async def reply(self, text: str) -> AsyncIterator[str]:
+    async def reply(self, text: str) -> AsyncGenerator[str, None]:
         """Sentences of the reply as the server streams them; cancelling stops the request."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

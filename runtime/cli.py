@@ -1,4 +1,5 @@
-"""The ``vlogger`` command line (argparse lives only here)."""
+"""The ``vlogger`` command line (argparse lives here, in ``serve_cli.py`` and in ``flags.py``, the
+flags ``render`` and ``serve`` share)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE, MOTION_ENGINES
+from vlogger.runtime.flags import add_config_flags, config_from_flags
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from vlogger.runtime.config import VloggerConfig
+
+__all__ = ["build_parser", "main", "render_config"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,30 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text", help="what the avatar says (up to 20,000 characters)")
     src.add_argument("--audio", help="speech to lip-sync: wav/mp3/m4a/..., any rate, mono or stereo")
     r.add_argument("--out", required=True, help="the MP4 to write")
-    r.add_argument("--seed", type=int, default=0, help="seed of blinks, gaze and head motion")
-    r.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
-    r.add_argument("--size", type=int, default=512, help="output height in pixels (default 512)")
-    r.add_argument("--renderer", default="warp", help="renderer engine (default warp)")
-    r.add_argument(
-        "--diffusion-model",
-        metavar="ONNX",
-        help="diffusion renderer model (ONNX from training.render.export; default: the test model)",
-    )
-    r.add_argument(
-        "--motion",
-        default=None,
-        choices=MOTION_ENGINES,
-        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: the learned mouth, the generator's head, eyes "
-        "and body; teacher: phonemes/loudness only; network: the learned models only)",
-    )
-    r.add_argument(
-        "--mouth",
-        default=None,
-        choices=("learned", "phonemes"),
-        help="the hybrid engine's mouth (default learned: trained on real speakers; phonemes: the "
-        "phoneme-driven mouth where timings are known)",
-    )
-    r.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
+    add_config_flags(r, what="output")
     r.add_argument("--quiet", action="store_true", help="print only warnings and errors")
 
     f = sub.add_parser("fit", help="fit a photo and write a debug view (mesh and keypoints)")
@@ -66,42 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _render(args: argparse.Namespace) -> int:
+def render_config(args: argparse.Namespace) -> VloggerConfig:
+    """The configuration of a ``render`` command line; ``InputError`` for bad flags or paths."""
     from vlogger.engines.errors import InputError
-    from vlogger.runtime.config import VloggerConfig
-    from vlogger.runtime.render_job import RenderRequest, check_text, render_video
+    from vlogger.runtime.render_job import check_text
 
-    config = VloggerConfig()
-    config.seed = args.seed
-    if not (1.0 <= args.fps <= 120.0):
-        raise InputError(f"--fps {args.fps} is out of range (1 to 120)")
-    if not (64 <= args.size <= 4096):
-        raise InputError(f"--size {args.size} is out of range (64 to 4096)")
-    if args.threads < 1:
-        raise InputError("--threads must be at least 1")
-    config.output.fps = args.fps
-    config.output.height = args.size
-    config.renderer = args.renderer
-    if args.diffusion_model is not None:
-        config.diffusion = replace(config.diffusion, model=args.diffusion_model)
-    if args.motion is not None:
-        config.motion_engine = args.motion
-    if args.mouth is not None:
-        config.mouth = args.mouth
-    config.tts = replace(config.tts, threads=args.threads)
-    config.warp = replace(config.warp, threads=args.threads)
-    config.network = replace(config.network, threads=args.threads)
-    config.output.encoder_threads = args.threads
+    config = config_from_flags(args)
     if args.text is not None:
         check_text(args.text, config.tts.max_text_length)
     if args.image is not None and not Path(args.image).is_file():
         raise InputError(f"image not found: {args.image}")
-    if args.diffusion_model is not None and not Path(args.diffusion_model).is_file():
-        raise InputError(f"--diffusion-model not found: {args.diffusion_model}")
     if args.audio is not None and not Path(args.audio).is_file():
         raise InputError(f"audio not found: {args.audio}")
+    return config
 
+
+def _render(args: argparse.Namespace) -> int:
     from vlogger.engines.threads import pin_native_threads
+    from vlogger.runtime.render_job import RenderRequest, render_video
+
+    config = render_config(args)
 
     pin_native_threads(args.threads)
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlogger.engines.asr.whisper import ASRConfig
 from vlogger.engines.avatar.config import AvatarConfig
 from vlogger.engines.motion.align import AlignConfig
 from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE
@@ -49,8 +50,12 @@ class VloggerConfig:
     """Photo loading, fitting and the expression rig."""
     tts: TTSConfig = field(default_factory=TTSConfig)
     """Text to speech (piper)."""
+    asr: ASRConfig = field(default_factory=ASRConfig)
+    """Speech recognition (whisper): the words of a speech file to align (``render --audio``) and
+    of a session's microphone (``serve``). The VAD that cuts the microphone into utterances is
+    ``server.listen.vad``."""
     align: AlignConfig = field(default_factory=AlignConfig)
-    """Phoneme timings from audio alone (whisper transcript + pocketsphinx alignment)."""
+    """Phoneme timings from audio alone (the ``asr`` transcript + pocketsphinx alignment)."""
     motion_engine: str = DEFAULT_MOTION_ENGINE
     """Motion engine: ``"hybrid"`` (the default: the mouth as ``mouth`` says, the teacher's head,
     eyes and body), ``"teacher"`` (phoneme-driven; loudness where no timings reach) or
@@ -73,7 +78,8 @@ class VloggerConfig:
     renderer: str = "warp"
     """Renderer engine name (one of ``RENDERERS``)."""
     seed: int = 0
-    """Seed of every stochastic process (blinks, gaze, head motion)."""
+    """Seed of every stochastic process (blinks, gaze, head motion); the server's ``n``-th
+    session (from 0) uses ``seed + n``, so each idles differently, reproducibly."""
 
     def uses_motion_network(self) -> bool:
         """Whether the configured motion engine runs the learned network (and Whisper)."""

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vlogger.engines.asr.base import ASR
+from vlogger.engines.asr.vad import SpeechProbability
 from vlogger.runtime.brains import Brain
 from vlogger.runtime.listen import ListenConfig, Listener
 from vlogger.runtime.pipeline import Pipeline, Utterance
@@ -55,7 +57,7 @@ class Conversation:
         self.closed = False
 
     # ---- the microphone ---------------------------------------------------------------------
-    def start_listening(self, vad: Any, asr: Any) -> Listener:
+    def start_listening(self, vad: SpeechProbability, asr: ASR) -> Listener:
         """Create and start the listener (call once, with a VAD and a recogniser)."""
         if self.listener is None:
             self.listener = Listener(
@@ -128,11 +130,9 @@ class Conversation:
         except Exception as exc:
             _LOG.warning("brain failed: %s", exc)
             self.emit(error_event("brain_failed", str(exc)))
-        finally:
-            aclose = getattr(replies, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+        finally:  # a cancelled turn stops the brain now (an HTTP stream is released), not at GC
+            with contextlib.suppress(Exception):
+                await replies.aclose()
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the reply task and the listener's threads (blocking: call off the loop or at the end)."""

@@ -31,7 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from vlogger.engines.asr.vad import VAD_CHUNK, VAD_RATE, SpeechEnd, SpeechSegmenter, SpeechStart, VADConfig
+from vlogger.engines.asr.base import ASR
+from vlogger.engines.asr.vad import (
+    VAD_CHUNK,
+    VAD_RATE,
+    SpeechEnd,
+    SpeechProbability,
+    SpeechSegmenter,
+    SpeechStart,
+    VADConfig,
+)
 from vlogger.engines.audio import StreamResampler, frame_to_mono
 
 __all__ = ["EchoCanceller", "ListenConfig", "Listener", "PlayedAudio", "to_16k_mono"]
@@ -44,7 +53,8 @@ class ListenConfig:
     """How a session hears its microphone."""
 
     vad: VADConfig = field(default_factory=VADConfig)
-    """Speech detection and utterance cutting (threshold, 250 ms minimum speech, end silence)."""
+    """Speech detection: the Silero model (file, backend, threads: what ``RealEngines.make_vad``
+    loads) and utterance cutting (threshold, 250 ms minimum speech, end silence)."""
     barge_in: bool = True
     """User speech (past the minimum length) stops the avatar's speech, like ``interrupt``."""
     echo_cancel: bool = True
@@ -203,8 +213,8 @@ class Listener:
 
     def __init__(
         self,
-        vad: Any,
-        asr: Any,
+        vad: SpeechProbability,
+        asr: ASR,
         config: ListenConfig,
         clock_now: Callable[[], float],
         on_event: Emit,

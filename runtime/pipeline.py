@@ -34,6 +34,7 @@ import numpy as np
 from vlogger.engines.audio import StreamResampler
 from vlogger.engines.errors import InputError
 from vlogger.engines.stream import AvatarStream, StreamConfig
+from vlogger.engines.tts.base import TTS
 from vlogger.engines.types import AudioChunk
 from vlogger.runtime.clock import MediaClock
 from vlogger.runtime.engine_factory import EngineFactory, close_quietly
@@ -81,7 +82,7 @@ class Pipeline:
         avatar: Any,
         config: ServerConfig,
         emit: Callable[[dict[str, Any]], None],
-        seed: int = 0,
+        index: int = 0,
     ) -> None:
         self.engines = engines
         self.config = config
@@ -98,14 +99,14 @@ class Pipeline:
             # the audio plays from the AudioTimeline; the stream only animates (frames carry none)
             self._stream: AvatarStream[Any] = AvatarStream(
                 avatar,
-                engines.make_motion(seed),
+                engines.make_motion(index),
                 renderer,
                 StreamConfig(fps=self.fps, audio_rate=None, max_buffered_s=math.inf, causal=True),
             )
         except BaseException:  # a session that cannot start must not leave its render process
             close_quietly(renderer)
             raise
-        self._tts: Any = None
+        self._tts: TTS | None = None
         self.ready = threading.Event()
         """Set once the voice is loaded (a ``say`` before it just waits)."""
         self._lock = threading.Lock()
@@ -292,6 +293,7 @@ class Pipeline:
     def _speak(self, utt: Utterance, gen: int) -> None:
         alive = self._alive(gen)
         if utt.text is not None:
+            assert self._tts is not None  # made before the first utterance is taken
             chunks: Iterator[AudioChunk] = self._tts.synthesize(utt.text, 0.0)
         else:
             assert utt.audio is not None

@@ -94,6 +94,7 @@ def speech_chunks(
         tts = PiperTTS(config.tts)
         return tts.synthesize(request.text, start_pts=start_pts), tts.sample_rate, "tts"
     assert request.audio is not None
+    from vlogger.engines.asr import WhisperASR
     from vlogger.engines.audio import load_audio
     from vlogger.engines.motion.align import align_audio
 
@@ -105,7 +106,7 @@ def speech_chunks(
     elif not needs_phonemes:  # the learned mouth listens to the audio: no alignment needed
         source = "audio"
     else:
-        phonemes = align_audio(pcm, rate, config=config.align)
+        phonemes = align_audio(pcm, rate, config=config.align, asr=WhisperASR(config.asr))
         source = "alignment" if phonemes else "energy"
         if not phonemes:
             follows = "the motion network" if config.motion_engine == "hybrid" else "loudness only"

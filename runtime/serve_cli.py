@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vlogger.engines.motion.factory import DEFAULT_MOTION_ENGINE, MOTION_ENGINES
+from vlogger.runtime.flags import add_config_flags, config_from_flags
 
-__all__ = ["add_serve_parser", "build_server", "run_serve"]
+if TYPE_CHECKING:
+    from vlogger.runtime.config import VloggerConfig
+    from vlogger.runtime.server import VloggerServer
+
+__all__ = ["add_serve_parser", "build_server", "run_serve", "serve_config"]
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -22,14 +25,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port of the page and WebSocket (default 8080)")
     s.add_argument("--image", help="the avatar photo (default: the shipped public-domain portrait)")
-    s.add_argument("--renderer", default="warp", help="renderer engine (default warp)")
-    s.add_argument(
-        "--diffusion-model",
-        metavar="ONNX",
-        help="diffusion renderer model (ONNX from training.render.export; default: the test model)",
-    )
-    s.add_argument("--size", type=int, default=512, help="video height in pixels (default 512)")
-    s.add_argument("--fps", type=float, default=25.0, help="video frames per second (default 25)")
+    add_config_flags(s)
     s.add_argument(
         "--ice-server",
         action="append",
@@ -43,28 +39,12 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also offer 127.0.0.1 as an ICE candidate (on by default when --host is a loopback address)",
     )
     s.add_argument(
-        "--motion",
-        default=None,
-        choices=MOTION_ENGINES,
-        help=f"motion engine (default {DEFAULT_MOTION_ENGINE}: the learned mouth, the generator's head, eyes "
-        "and body; teacher: phonemes/loudness only; network: the learned models only)",
-    )
-    s.add_argument(
-        "--mouth",
-        default=None,
-        choices=("learned", "phonemes"),
-        help="the hybrid engine's mouth (default learned: trained on real speakers; phonemes: the "
-        "phoneme-driven mouth where timings are known)",
-    )
-    s.add_argument(
         "--max-sessions",
         type=int,
         default=None,
         help="concurrent sessions (default: what this machine's cores hold at 25 fps at --size, "
         "on 2 cores: 2 at 256 px, 1 at 512; more get server_busy)",
     )
-    s.add_argument("--threads", type=int, default=1, help="inference threads per engine (default 1)")
-    s.add_argument("--seed", type=int, default=0, help="seed of blinks, gaze and head motion")
     s.add_argument(
         "--token",
         default=None,
@@ -93,66 +73,52 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     return s
 
 
-def build_server(args: argparse.Namespace) -> Any:
-    """The :class:`~vlogger.runtime.server.VloggerServer` the flags describe (not started)."""
+def serve_config(args: argparse.Namespace) -> VloggerConfig:
+    """The configuration of a ``serve`` command line (``server`` included); ``InputError`` for bad
+    flags, a missing photo or a brain that cannot be reached as given."""
     from vlogger.engines.errors import InputError
-    from vlogger.runtime import __version__
     from vlogger.runtime.brains import BrainConfig, make_brain
-    from vlogger.runtime.config import RENDERERS, VloggerConfig
-    from vlogger.runtime.engine_factory import RealEngines
-    from vlogger.runtime.server import VloggerServer
     from vlogger.runtime.server_config import ServerConfig
 
-    if not (64 <= args.size <= 2048):
-        raise InputError(f"--size {args.size} is out of range (64 to 2048)")
-    if not (1.0 <= args.fps <= 60.0):
-        raise InputError(f"--fps {args.fps} is out of range (1 to 60)")
+    config = config_from_flags(args)
     if not (0 <= args.port <= 65535):
         raise InputError(f"--port {args.port} is not a TCP port")
-    if args.renderer not in RENDERERS:
-        raise InputError(f"--renderer {args.renderer!r} is unknown (choose from {', '.join(RENDERERS)})")
     if args.image is not None and not Path(args.image).is_file():
         raise InputError(f"image not found: {args.image}")
-    if args.diffusion_model is not None and not Path(args.diffusion_model).is_file():
-        raise InputError(f"--diffusion-model not found: {args.diffusion_model}")
     for url in args.ice_server:
         if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
             raise InputError(f"--ice-server {url!r} must start with stun:, stuns:, turn: or turns:")
+    if args.max_sessions is not None and args.max_sessions < 1:
+        raise InputError("--max-sessions must be at least 1")
     token = args.token if args.token is not None else os.environ.get("VLOGGER_TOKEN") or None
     brain = BrainConfig(name=args.brain, url=args.brain_url, model=args.brain_model)
     make_brain(brain)  # a bad --brain-url or a missing --brain-model fails here, by name
-    config = VloggerConfig()
-    config.seed = args.seed
-    config.renderer = args.renderer
-    if args.diffusion_model is not None:
-        config.diffusion = dataclasses.replace(config.diffusion, model=args.diffusion_model)
-    if args.motion is not None:
-        config.motion_engine = args.motion
-    if args.mouth is not None:
-        config.mouth = args.mouth
-    config.output.fps = args.fps
-    config.output.height = args.size
-    threads = max(1, int(args.threads))
-    config.tts = dataclasses.replace(config.tts, threads=threads)
-    config.warp = dataclasses.replace(config.warp, threads=threads)
-    server_cfg = ServerConfig(
+    config.server = ServerConfig(
         host=args.host,
         port=args.port,
         ice_servers=list(args.ice_server),
         loopback_ice=bool(args.loopback_ice) or args.host in ("127.0.0.1", "localhost", "::1"),
-        max_sessions=None if args.max_sessions is None else max(1, int(args.max_sessions)),
+        max_sessions=args.max_sessions,
         allowed_origins=list(args.allowed_origin),
         default_image=args.image,
         token=token,
         brain=brain,
         listen_enabled=not args.no_listen,
     )
-    config.server = server_cfg
-    engines = RealEngines(config, size=args.size, image=args.image)
-    return VloggerServer(engines, server_cfg, version=__version__, seed=args.seed)
+    return config
 
 
-async def _serve(server: Any) -> None:
+def build_server(args: argparse.Namespace) -> VloggerServer:
+    """The :class:`~vlogger.runtime.server.VloggerServer` the flags describe (not started)."""
+    from vlogger.runtime import __version__
+    from vlogger.runtime.engine_factory import RealEngines
+    from vlogger.runtime.server import VloggerServer
+
+    config = serve_config(args)
+    return VloggerServer(RealEngines(config), config.server, version=__version__)
+
+
+async def _serve(server: VloggerServer) -> None:
     from vlogger.engines.threads import pin_native_threads
 
     pin_native_threads(1)

@@ -98,13 +98,11 @@ class VloggerServer:
         config: ServerConfig | None = None,
         version: str = "0",
         static_dir: Path = CLIENT_DIR,
-        seed: int = 0,
     ) -> None:
         self.engines = engines
         self.config = config or ServerConfig()
         self.version = version
         self.static_dir = static_dir
-        self.seed = seed
         self.sessions: dict[str, Session] = {}
         self.default_avatar: Any = None
         self.access = Access(self.config.token, self.config.allowed_origins, self.config.host)
@@ -132,12 +130,9 @@ class VloggerServer:
             enable_loopback_ice()
         self.default_avatar = await asyncio.to_thread(self.engines.load_avatar, None)
         await asyncio.to_thread(importlib.import_module, "scipy.signal")  # the resampler, 0.5 s to import
-        prepare = getattr(self.engines, "prepare", None)
-        if prepare is not None:  # e.g. load a voice ahead for the first session
-            await asyncio.to_thread(prepare)
-        make_asr = getattr(self.engines, "make_asr", None)
-        if self.config.listen_enabled and make_asr is not None:  # whisper loads in about a second
-            await asyncio.to_thread(make_asr)
+        await asyncio.to_thread(self.engines.prepare)  # the voice, motion models, render processes
+        if self.config.listen_enabled:  # whisper loads in about a second: not in the first session
+            await asyncio.to_thread(self.engines.make_asr)
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -166,9 +161,7 @@ class VloggerServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout_s)
             self._server = None
-        close = getattr(self.engines, "close", None)
-        if close is not None:  # e.g. wait for a voice being loaded ahead
-            await asyncio.to_thread(close)
+        await asyncio.to_thread(self.engines.close)
 
     async def serve_forever(self) -> None:
         """Start, serve until SIGINT or SIGTERM, then shut down cleanly."""
@@ -272,7 +265,7 @@ class VloggerServer:
             self.default_avatar,
             self.config,
             self.version,
-            seed=self.seed + self._opened - 1,
+            index=self._opened - 1,
             brain=None if headless else make_brain(self.config.brain),
             headless=headless,
         )

@@ -16,6 +16,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from vlogger.engines.asr.base import ASR
+from vlogger.engines.asr.vad import SpeechProbability
 from vlogger.runtime.brains import Brain
 from vlogger.runtime.conversation import Conversation
 from vlogger.runtime.engine_factory import EngineFactory
@@ -57,7 +59,7 @@ class Session:
         default_avatar: Any,
         config: ServerConfig,
         version: str,
-        seed: int = 0,
+        index: int = 0,
         brain: Brain | None = None,
         headless: bool = False,
     ) -> None:
@@ -70,7 +72,8 @@ class Session:
         self.version = version
         self.loop = asyncio.get_running_loop()
         self._default_avatar = default_avatar
-        self._seed = seed
+        self.index = index
+        """The server's ``index``-th session (from 0): its motion engine's seed follows it."""
         self._brain = None if headless else brain
         self.pipeline: Pipeline
         """The session's engines and threads (set by :meth:`build`)."""
@@ -94,7 +97,7 @@ class Session:
         """Make the session's engines off the event loop (its renderer process, motion engine,
         voice: no model is loaded here, the server shares loaded ones), then its conversation."""
         self.pipeline = await asyncio.to_thread(
-            Pipeline, self.engines, self._default_avatar, self.config, self.emit, self._seed
+            Pipeline, self.engines, self._default_avatar, self.config, self.emit, self.index
         )
         self.conversation = Conversation(self.pipeline, self.emit, self._brain, self.config.listen)
 
@@ -346,15 +349,7 @@ class Session:
 
     def _load_avatar(self, image: bytes) -> tuple[Any, Any]:
         avatar = self.engines.load_avatar(image)
-        renderer = self.engines.make_renderer(avatar)
-        wait_ready = getattr(renderer, "wait_ready", None)
-        if wait_ready is not None:  # a render process: report a renderer that cannot be built now
-            try:
-                wait_ready()
-            except BaseException:
-                renderer.close()
-                raise
-        return avatar, renderer
+        return avatar, self.engines.make_renderer(avatar)  # built (or raised) by the factory
 
     async def _on_offer(self, msg: Offer) -> None:
         await answer_offer(self, msg)
@@ -362,15 +357,9 @@ class Session:
     # ---- the microphone ------------------------------------------------------------------------
     async def _hear(self, track: MediaStreamTrack) -> None:
         """Feed the microphone track to the listener (its engines load meanwhile; audio that
-        arrives before they are ready is dropped)."""
-        make_vad = getattr(self.engines, "make_vad", None)
-        make_asr = getattr(self.engines, "make_asr", None)
-        if make_vad is None or make_asr is None:
-            await drain(track)
-            return
-        ready = asyncio.ensure_future(
-            asyncio.gather(asyncio.to_thread(make_vad), asyncio.to_thread(make_asr))
-        )
+        arrives before they are ready is dropped). A factory that cannot listen (``make_vad`` or
+        ``make_asr`` gives ``None``) leaves the track drained unheard."""
+        ready = asyncio.ensure_future(self._ears())
         self._tasks.add(ready)
         try:
             while True:
@@ -383,11 +372,20 @@ class Session:
                         await drain(track)
                         return
                     vad, asr = ready.result()
+                    if vad is None or asr is None:
+                        await drain(track)
+                        return
                     self.conversation.start_listening(vad, asr)
         except (MediaStreamError, asyncio.CancelledError):
             pass
         finally:
             ready.cancel()
+
+    async def _ears(self) -> tuple[SpeechProbability | None, ASR | None]:
+        """The microphone's VAD and recogniser, made side by side in worker threads."""
+        make_vad, make_asr = self.engines.make_vad, self.engines.make_asr
+        vad, asr = await asyncio.gather(asyncio.to_thread(make_vad), asyncio.to_thread(make_asr))
+        return vad, asr
 
     # ---- stats -----------------------------------------------------------------------------
     async def _stats_loop(self) -> None:

@@ -8,7 +8,8 @@ import time
 import numpy as np
 from fakes import FakeEngines
 
-from vlogger.engines.asr import Word
+from vlogger.engines.asr import Segment, Word
+from vlogger.engines.errors import InputError
 
 
 class EnergyVAD:
@@ -32,9 +33,18 @@ class ScriptedASR:
         self.latency_s = latency_s
         self.calls: list[float] = []
 
+    def segments(self, pcm16k: np.ndarray) -> list[Segment]:
+        words = self.transcribe(pcm16k)
+        text = " ".join(w.text for w in words)
+        return [Segment(words[0].start, words[-1].end, text, tuple(words))] if words else []
+
     def transcribe(self, pcm16k: np.ndarray) -> list[Word]:
+        if np.asarray(pcm16k).ndim != 1:  # the ASR contract: mono only, silence says nothing
+            raise InputError(f"audio must be mono 16 kHz with shape (n,), got {np.shape(pcm16k)}")
         time.sleep(self.latency_s)
         self.calls.append(pcm16k.size / 16000)
+        if pcm16k.size == 0 or float(np.sqrt(np.mean(np.square(pcm16k, dtype=np.float64)))) < 1e-3:
+            return []
         text = self.lines.pop(0) if len(self.lines) > 1 else self.lines[0]
         words = text.split()
         dur = pcm16k.size / 16000

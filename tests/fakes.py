@@ -2,11 +2,14 @@
 
 ``FakeEngines`` satisfies :class:`vlogger.runtime.engine_factory.EngineFactory`:
 
-* TTS: ``synth_latency_s`` per sentence, then a 220 Hz tone ``seconds_per_char`` long per character;
+* TTS (:class:`vlogger.engines.tts.base.TTS`): ``synth_latency_s`` per sentence, then a 220 Hz
+  tone ``seconds_per_char`` long per character;
 * motion: jaw open wherever audio is louder than -40 dBFS (with ``latency_s`` lookahead like the
   real engine), a blink every ``blink_period_s`` and a slow head sway when idle;
 * avatar + renderer: a grey picture whose mouth bar height is the jaw opening, taking
-  ``render_s`` per frame. A photo whose bytes start with ``b"noface"`` raises ``InputError``.
+  ``render_s`` per frame. A photo whose bytes start with ``b"noface"`` raises ``InputError``;
+* no ears: ``make_vad`` / ``make_asr`` give ``None``, so a microphone is drained unheard
+  (``conversation_fakes.ListeningFakeEngines`` hears).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from vlogger.engines.errors import InputError
+from vlogger.engines.asr.base import ASR
+from vlogger.engines.asr.vad import SpeechProbability
+from vlogger.engines.errors import BadText, InputError
+from vlogger.engines.motion.base import checked_pcm
 from vlogger.engines.types import EXPRESSION_NAMES, AudioChunk, MotionFrame
 
 JAW = EXPRESSION_NAMES.index("jaw_open")
@@ -37,9 +43,17 @@ class FakeTTS:
         self.sample_rate = rate
         self.calls: list[str] = []
 
+    def warmup(self) -> None:
+        pass
+
+    def share(self) -> FakeTTS:
+        return FakeTTS(self.synth_latency_s, self.seconds_per_char, self.sample_rate)
+
     def synthesize(self, text: str, start_pts: float = 0.0) -> Iterator[AudioChunk]:
         if "FAIL" in text:
             raise InputError("fake voice refuses this text")
+        if not any(c.isalnum() for c in text):  # the contract: refuse before returning
+            raise BadText("text is empty or has nothing to speak")
         sentences = [s.strip() for s in text.replace("!", ".").split(".") if s.strip()]
         return self._stream(sentences, start_pts)
 
@@ -71,7 +85,8 @@ class FakeMotion:
         self.cleared = 0
 
     def push_audio(self, chunk: AudioChunk) -> None:
-        self._spans.append((chunk.pts, chunk.end, chunk.pcm, chunk.sample_rate))
+        pcm = checked_pcm(chunk)  # the contract: malformed chunks are InputErrors
+        self._spans.append((chunk.pts, chunk.end, pcm, chunk.sample_rate))
         self._known_end = max(self._known_end, chunk.end)
         self._pending = True
 
@@ -147,7 +162,7 @@ class FakeRenderer:
         self.avatar = avatar
         self.render_s = render_s
 
-    def render(self, posed: FakePosed) -> np.ndarray:
+    def render(self, posed: Any) -> np.ndarray:  # a FakePosed (the fakes' rig makes no PosedFrame)
         time.sleep(self.render_s)
         img = self.avatar.image.copy()
         jaw = float(posed.expression[JAW])
@@ -159,7 +174,7 @@ class FakeRenderer:
         img[60:64, 30 + shift : 34 + shift] = 200
         return img
 
-    def push(self, posed: FakePosed) -> list[np.ndarray]:
+    def push(self, posed: Any) -> list[np.ndarray]:
         return [self.render(posed)]
 
     def flush(self) -> list[np.ndarray]:
@@ -203,7 +218,13 @@ class FakeEngines:
         self.tts.append(tts)
         return tts
 
-    def make_motion(self, seed: int) -> FakeMotion:
+    def prepare(self) -> None:
+        pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        pass
+
+    def make_motion(self, index: int) -> FakeMotion:
         return FakeMotion(self.fps)
 
     def load_avatar(self, source: bytes | str | None) -> FakeAvatar:
@@ -215,6 +236,12 @@ class FakeEngines:
 
     def make_renderer(self, avatar: FakeAvatar) -> FakeRenderer:
         return FakeRenderer(avatar, self.render_s)
+
+    def make_vad(self) -> SpeechProbability | None:
+        return None
+
+    def make_asr(self) -> ASR | None:
+        return None
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:

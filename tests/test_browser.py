@@ -79,7 +79,9 @@ async def test_page_connects_speaks_and_shows_video() -> None:
     from vlogger.runtime.config import VloggerConfig
     from vlogger.runtime.engine_factory import RealEngines
 
-    server = VloggerServer(RealEngines(VloggerConfig(), size=384), ServerConfig(port=0, loopback_ice=True))
+    config = VloggerConfig()
+    config.output.height = 384
+    server = VloggerServer(RealEngines(config), ServerConfig(port=0, loopback_ice=True))
     await server.start()
     try:
         async with async_playwright() as pw:

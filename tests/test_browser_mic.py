@@ -47,7 +47,9 @@ async def test_page_microphone_is_transcribed_and_said_back(tmp_path: Path) -> N
 
     wav = tmp_path / "mic.wav"
     _write_wav(wav)
-    server = VloggerServer(RealEngines(VloggerConfig(), size=256), ServerConfig(port=0, loopback_ice=True))
+    config = VloggerConfig()
+    config.output.height = 256
+    server = VloggerServer(RealEngines(config), ServerConfig(port=0, loopback_ice=True))
     await server.start()
     try:
         async with async_playwright() as pw:

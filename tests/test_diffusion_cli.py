@@ -53,7 +53,8 @@ def test_serve_builds_the_diffusion_renderer() -> None:
 
     config = VloggerConfig()
     config.renderer = "diffusion"
-    engines = RealEngines(config, size=256)
+    config.output.height = 256
+    engines = RealEngines(config)
     avatar = engines.load_avatar(None)
     r = engines.make_renderer(avatar)  # in a render process of its own
     try:

@@ -232,11 +232,11 @@ class BlockingBuildEngines(FakeEngines):
         self.block = False
         self.threads: list[str] = []
 
-    def make_motion(self, seed: int) -> Any:
+    def make_motion(self, index: int) -> Any:
         self.threads.append(threading.current_thread().name)
         if self.block:
             assert self.release.wait(10), "the test never released the build"
-        return super().make_motion(seed)
+        return super().make_motion(index)
 
 
 @run_async
@@ -286,7 +286,8 @@ def test_real_engines_load_whisper_and_the_motion_network_once() -> None:
 
     config = VloggerConfig()
     config.server.render_processes = False
-    engines = RealEngines(config, size=128)
+    config.output.height = 128
+    engines = RealEngines(config)
     a, b = engines.make_motion(0), engines.make_motion(1)
     assert a.network._fs._whisper is b.network._fs._whisper is not None
     assert a.network._net.runner is b.network._net.runner
@@ -488,7 +489,7 @@ class BrokenMotionEngines(FakeEngines):
         self.renderers.append(r)
         return r
 
-    def make_motion(self, seed: int) -> Any:
+    def make_motion(self, index: int) -> Any:
         raise RuntimeError("no motion model today")
 
 

@@ -30,7 +30,9 @@ async def test_real_session_idles_then_speaks_in_sync() -> None:
     from vlogger.runtime.config import VloggerConfig
     from vlogger.runtime.engine_factory import RealEngines
 
-    server = VloggerServer(RealEngines(VloggerConfig(), size=256), ServerConfig(port=0, loopback_ice=True))
+    config = VloggerConfig()
+    config.output.height = 256
+    server = VloggerServer(RealEngines(config), ServerConfig(port=0, loopback_ice=True))
     await server.start()
     rx = Receiver(f"ws://127.0.0.1:{server.port}/ws")
     try:

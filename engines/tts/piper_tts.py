@@ -200,7 +200,8 @@ class _RunnerSession:
 
 
 class PiperTTS:
-    """Piper voice; :meth:`synthesize` streams one :class:`AudioChunk` per sentence (or unit).
+    """Piper voice (a :class:`~vlogger.engines.tts.base.TTS`); :meth:`synthesize` streams one
+    :class:`AudioChunk` per sentence (or unit).
 
     The ONNX session loads on first use (or :meth:`warmup`). Not thread-safe for concurrent
     :meth:`synthesize` calls on one instance (one is serialised by a lock per chunk).

@@ -32,7 +32,8 @@ class DiffusionConfig:
     feather: float = 0.08
     """Width of the soft edge where the generated crop meets the warp frame, as a share of the crop."""
     cache_dir: str | None = None
-    """TensorRT engine cache folder (onnxruntime-trt); None: the user cache folder."""
+    """TensorRT engine cache folder (onnxruntime-trt); None: the user cache's ``trt`` folder
+    (``vlogger.engines.cache.cache_dir("trt")``, honouring ``$VLOGGER_CACHE_DIR``)."""
     fp16: bool = True
     """Allow fp16 on GPU backends."""
     cuda_graph: bool = False

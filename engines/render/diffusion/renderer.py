@@ -87,12 +87,9 @@ class DiffusionRenderer:
             path = Path(cfg.model) if cfg.model else TEST_MODEL
             if not path.is_file():
                 raise InputError(f"the diffusion renderer model {path} does not exist")
-            cache = cfg.cache_dir or str(Path.home() / ".cache" / "vlogger" / "trt")
-            runner = make_runner(
-                path,
-                cfg.backend,
-                OrtConfig(threads=cfg.threads, fp16=cfg.fp16, cache_dir=cache, cuda_graph=cfg.cuda_graph),
-            )
+            # cache_dir None: the user cache's trt folder (see OrtConfig.cache_dir)
+            opts = OrtConfig(cfg.threads, fp16=cfg.fp16, cache_dir=cfg.cache_dir, cuda_graph=cfg.cuda_graph)
+            runner = make_runner(path, cfg.backend, opts)
         self.runner = runner
         meta = self.meta = load_model_metadata(runner) if cfg.backend != "tensorrt" else _sidecar(cfg.model)
         self.size = int(meta["model"]["size"])

@@ -10,13 +10,16 @@ in ``yuv420p`` (the encoder's format), waiting with the GIL released.
 A :class:`WorkerPool` keeps ``spare`` processes started ahead, so a new session does not wait for
 Python to import numpy and OpenCV (about a second), and refills in the background.
 
-The worker says ``("hello", None)`` once its imports are done, then speaks a strict
-request/response protocol over a ``multiprocessing`` pipe::
+The worker says :class:`Hello` once its imports are done, then speaks a strict request/response
+protocol of typed (picklable) messages over a ``multiprocessing`` pipe::
 
-    ("spec", RendererSpec)  -> ("ok", None)               | ("error", "InputError: ...")
-    ("render", PosedFrame)  -> ("frame", (yuv, ms))        | ("error", ...)
-    ("reset", None)         -> ("ok", None)
-    ("stop", None)          -> (process exits)
+    Build(RendererSpec)  -> Ok()               | Failed(message, code)
+    Render(PosedFrame)   -> Frame(yuv, ms)     | Failed(message, code)
+    Reset()              -> Ok()
+    Stop()               -> (process exits)
+
+``Failed.code`` is the ``InputError`` code when the input was at fault (a photo or model the
+renderer cannot use), else None (a bug or a crash).
 """
 
 from __future__ import annotations
@@ -32,7 +35,22 @@ from typing import Any
 import av
 import numpy as np
 
-__all__ = ["ProcessRenderer", "RendererSpec", "WorkerError", "WorkerPool", "to_yuv420p", "yuv420p_frame"]
+__all__ = [
+    "Build",
+    "Failed",
+    "Frame",
+    "Hello",
+    "Ok",
+    "ProcessRenderer",
+    "Render",
+    "RendererSpec",
+    "Reset",
+    "Stop",
+    "WorkerError",
+    "WorkerPool",
+    "to_yuv420p",
+    "yuv420p_frame",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -57,6 +75,60 @@ class RendererSpec:
     """``DiffusionConfig`` (for ``"diffusion"``)."""
 
 
+@dataclass(frozen=True)
+class Build:
+    """Request: build the session's renderer."""
+
+    spec: RendererSpec
+
+
+@dataclass(frozen=True)
+class Render:
+    """Request: draw one posed frame."""
+
+    posed: Any
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Request: forget the renderer's temporal state."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Request: exit."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Reply: imports done, ready for requests."""
+
+
+@dataclass(frozen=True)
+class Ok:
+    """Reply: the request was carried out."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Reply: the frame in ``yuv420p`` (H * 3/2, W) and the milliseconds it took."""
+
+    yuv: np.ndarray
+    ms: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Reply: the request failed; ``code`` is the ``InputError`` code when the input was at fault."""
+
+    message: str
+    code: str | None = None
+
+
+Request = Build | Render | Reset | Stop
+Reply = Hello | Ok | Frame | Failed
+
+
 def yuv420p_frame(rgb: np.ndarray) -> av.VideoFrame:
     """(H, W, 3) uint8 RGB -> a ``yuv420p`` video frame (the encoders' format)."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -70,42 +142,45 @@ def to_yuv420p(rgb: np.ndarray) -> np.ndarray:
 
 def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover - runs in the child
     import vlogger.engines.render.warp  # noqa: F401  (import now, so a spare is ready when taken)
+    from vlogger.engines.errors import InputError
     from vlogger.engines.render.factory import make_renderer
     from vlogger.engines.threads import pin_native_threads
 
     pin_native_threads(threads)
     renderer: Any = None
     try:
-        conn.send(("hello", None))
+        conn.send(Hello())
     except (BrokenPipeError, OSError):
         return
     while True:
         try:
-            kind, payload = conn.recv()
+            request: Request = conn.recv()
         except (EOFError, OSError):
             return  # the server went away
-        if kind == "stop":
+        if isinstance(request, Stop):
             return
+        reply: Reply
         try:
-            if kind == "spec":
-                renderer = make_renderer(
-                    payload.name, payload.image, payload.fit, payload.warp, payload.diffusion
-                )
-                reply: tuple[str, Any] = ("ok", None)
-            elif kind == "render":
+            if isinstance(request, Build):
+                spec = request.spec
+                renderer = make_renderer(spec.name, spec.image, spec.fit, spec.warp, spec.diffusion)
+                reply = Ok()
+            elif isinstance(request, Render):
                 if renderer is None:
                     raise RuntimeError("render before the renderer was built")
                 t0 = time.perf_counter()
-                yuv = to_yuv420p(renderer.render(payload))
-                reply = ("frame", (yuv, (time.perf_counter() - t0) * 1000.0))
-            elif kind == "reset":
+                yuv = to_yuv420p(renderer.render(request.posed))
+                reply = Frame(yuv, (time.perf_counter() - t0) * 1000.0)
+            elif isinstance(request, Reset):
                 if renderer is not None:
                     renderer.reset()
-                reply = ("ok", None)
+                reply = Ok()
             else:
-                reply = ("error", f"unknown request {kind!r}")
+                reply = Failed(f"unknown request {type(request).__name__}")
+        except InputError as exc:
+            reply = Failed(str(exc), exc.code)
         except Exception as exc:
-            reply = ("error", f"{type(exc).__name__}: {exc}")
+            reply = Failed(f"{type(exc).__name__}: {exc}")
         try:
             conn.send(reply)
         except (BrokenPipeError, OSError):
@@ -131,7 +206,7 @@ class _Worker:
         self._stop_lock = threading.Lock()
         self._stopped = False
 
-    def recv(self, timeout: float) -> tuple[str, Any]:
+    def recv(self, timeout: float) -> Reply:
         """The process's next message (``WorkerError`` if it dies, goes away or takes too long)."""
         deadline = time.monotonic() + timeout
         while not self.conn.poll(0.05):
@@ -140,18 +215,18 @@ class _Worker:
             if time.monotonic() > deadline:
                 raise WorkerError(f"the render worker did not answer within {timeout:g} s")
         try:
-            kind, payload = self.conn.recv()
+            reply: Reply = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise WorkerError(f"the render worker went away: {exc}") from exc
-        return kind, payload
+        return reply
 
     def wait_hello(self, timeout: float) -> None:
         """Wait for the process's first message, sent once its imports are done."""
         if self.hello:
             return
-        kind, _ = self.recv(timeout)
-        if kind != "hello":
-            raise WorkerError(f"the render worker said {kind!r} before hello")
+        reply = self.recv(timeout)
+        if not isinstance(reply, Hello):
+            raise WorkerError(f"the render worker said {reply!r} before hello")
         self.hello = True
 
     def stop(self, timeout: float) -> None:
@@ -162,7 +237,7 @@ class _Worker:
                 return
             self._stopped = True
         try:
-            self.conn.send(("stop", None))
+            self.conn.send(Stop())
         except (BrokenPipeError, OSError):
             pass
         self.process.join(timeout)
@@ -266,7 +341,7 @@ class ProcessRenderer:
         self._closed = False
         self._lock = threading.Lock()
         self._ready = False
-        self._worker.conn.send(("spec", spec))
+        self._worker.conn.send(Build(spec))
 
     def wait_ready(self) -> None:
         """Wait until the worker built the renderer; ``InputError``/``WorkerError`` if it could not."""
@@ -279,25 +354,33 @@ class ProcessRenderer:
         if self._closed:
             raise WorkerError("the renderer is closed")
         self._worker.wait_hello(self.timeout_s)
-        kind, payload = self._worker.recv(self.timeout_s)
-        if kind != "ok":
-            from vlogger.engines.errors import InputError
+        reply = self._worker.recv(self.timeout_s)
+        if isinstance(reply, Failed):
+            message = f"could not build the {self.name} renderer: {reply.message}"
+            if reply.code is not None:  # the photo or the model was at fault
+                from vlogger.engines.errors import InputError
 
-            raise InputError(f"could not build the {self.name} renderer: {payload}")
+                error = InputError(message)
+                error.code = reply.code
+                raise error
+            raise WorkerError(message)
+        if not isinstance(reply, Ok):
+            raise WorkerError(f"the render worker answered {type(reply).__name__} to a build")
         self._ready = True
 
     def render(self, posed: Any) -> av.VideoFrame:
         with self._lock:
             self._wait_ready_locked()
             try:
-                self._worker.conn.send(("render", posed))
+                self._worker.conn.send(Render(posed))
             except (BrokenPipeError, OSError) as exc:
                 raise WorkerError(f"the render worker went away: {exc}") from exc
-            kind, payload = self._worker.recv(self.timeout_s)
-        if kind != "frame":
-            raise WorkerError(f"the render worker failed: {payload}")
-        yuv, self.last_ms = payload
-        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            reply = self._worker.recv(self.timeout_s)
+        if not isinstance(reply, Frame):
+            detail = reply.message if isinstance(reply, Failed) else type(reply).__name__
+            raise WorkerError(f"the render worker failed: {detail}")
+        self.last_ms = reply.ms
+        return av.VideoFrame.from_ndarray(reply.yuv, format="yuv420p")
 
     def push(self, posed: Any) -> list[av.VideoFrame]:
         """Frame at a time (the server renders causally): ``[render(posed)]``."""
@@ -309,7 +392,7 @@ class ProcessRenderer:
     def reset(self) -> None:
         with self._lock:
             self._wait_ready_locked()
-            self._worker.conn.send(("reset", None))
+            self._worker.conn.send(Reset())
             self._worker.recv(self.timeout_s)
 
     def close(self, timeout: float = 1.0) -> None:

@@ -88,10 +88,13 @@ class Conversation:
             if self.config.barge_in and self.busy():
                 self.barge_ins.append(time.monotonic())
                 self.interrupt()
+                self.pipeline.stages.barge_in.observe(max(0.0, self.pipeline.clock.now() - ev["t"]))
             return
         self.emit(ev)
         if ev["type"] == "transcript" and ev.get("final"):
             self.transcripts.append((time.monotonic(), ev))
+            heard = max(0.0, self.pipeline.clock.now() - float(ev["t_end"]))
+            self.pipeline.stages.speech_end_to_transcript.observe(heard)
             if self.agents == 0 and self.brain is not None:
                 self._start_reply(ev["text"])
 

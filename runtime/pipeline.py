@@ -39,6 +39,7 @@ from vlogger.engines.types import AudioChunk
 from vlogger.runtime.clock import MediaClock
 from vlogger.runtime.engine_factory import EngineFactory, close_quietly
 from vlogger.runtime.listen import PlayedAudio
+from vlogger.runtime.metrics import StageMetrics
 from vlogger.runtime.protocol import ProtocolError, event
 from vlogger.runtime.render_worker import yuv420p_frame
 from vlogger.runtime.segments import AudioBudget, AudioRefused, AudioSegment
@@ -83,6 +84,7 @@ class Pipeline:
         config: ServerConfig,
         emit: Callable[[dict[str, Any]], None],
         index: int = 0,
+        stages: StageMetrics | None = None,
     ) -> None:
         self.engines = engines
         self.config = config
@@ -122,6 +124,8 @@ class Pipeline:
         self._render_ms: collections.deque[float] = collections.deque(maxlen=50)
         self.last_first_frame_ms: float | None = None
         """Request to first frame of the latest utterance that reached the screen (ms)."""
+        self.stages = stages if stages is not None else StageMetrics()
+        """Stage histograms (``/metrics``): the server's, or unregistered ones."""
         self._threads: list[threading.Thread] = []
         self.error: BaseException | None = None
         self.audio_budget = AudioBudget(config.max_buffered_audio_s)
@@ -248,6 +252,7 @@ class Pipeline:
             for first, utt in self._watch_first_frame:
                 if index >= first:
                     utt.first_frame_ms = (now - utt.received) * 1000.0
+                    self.stages.say_to_first_frame.observe(utt.first_frame_ms / 1000.0)  # metrics
                     self.last_first_frame_ms = utt.first_frame_ms
                 else:
                     keep.append((first, utt))
@@ -419,5 +424,6 @@ class Pipeline:
             pic = out.picture  # a render process sends yuv420p already
             frame = pic if isinstance(pic, av.VideoFrame) else yuv420p_frame(pic)
             self._render_ms.append((time.perf_counter() - t0) * 1000.0)
+            self.stages.render_frame.observe(self._render_ms[-1] / 1000.0)  # metrics
             self.frames.put(out.index, frame)
             next_index = out.index + 1

@@ -1,4 +1,4 @@
-"""The real-time server: the page from ``client_web/``, ``/healthz`` and one session per ``/ws``.
+"""The real-time server: the page from ``client_web/``, ``/healthz``, ``/metrics``, one session per ``/ws``.
 
 ``websockets`` (asyncio API) serves everything on one port; its ``process_request`` hook answers
 plain HTTP requests (static files, health) and lets ``/ws`` upgrade. Each socket gets a
@@ -28,6 +28,7 @@ from vlogger.runtime.agent import agent_access, serve_agent
 from vlogger.runtime.brains import make_brain
 from vlogger.runtime.capacity import session_capacity
 from vlogger.runtime.engine_factory import EngineFactory
+from vlogger.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from vlogger.runtime.protocol import error_event
 from vlogger.runtime.server_config import ServerConfig
 from vlogger.runtime.session import Session
@@ -108,6 +109,8 @@ class VloggerServer:
         self.access = Access(self.config.token, self.config.allowed_origins, self.config.host)
         self.max_sessions = self.config.max_sessions or 1
         """Concurrent sessions (``ServerConfig.max_sessions``, or the measured capacity)."""
+        self.metrics = ServerMetrics(open_sessions=lambda: len(self.sessions))
+        """This server's Prometheus metrics (``GET /metrics``, its own registry)."""
         self._static = _static_files(static_dir)
         self._server: Server | None = None
         self._opened = 0
@@ -206,13 +209,15 @@ class VloggerServer:
                 status, reason = denied
                 return _text(http.HTTPStatus(status), reason)
             return None
-        if path == "/ws":
+        if path in ("/ws", "/metrics"):
             if not self.access.authorized(request):
                 return _text(
                     http.HTTPStatus.UNAUTHORIZED,
                     "this server needs its token: 'Authorization: Bearer <token>', or log in once "
                     "in the browser with the link the server printed",
                 )
+            if path == "/metrics":
+                return _response(http.HTTPStatus.OK, self.metrics.exposition(), CONTENT_TYPE)
             return None
         if path == "/healthz":
             body = json.dumps({"status": "ok", "version": self.version, "sessions": len(self.sessions)})
@@ -254,6 +259,7 @@ class VloggerServer:
                 f"the server holds its maximum of {limit} sessions (the capacity measured for this "
                 "size on this machine; vlogger serve --max-sessions changes it)"
             )
+            self.metrics.sessions_refused.labels("server_busy").inc()
             with contextlib.suppress(Exception):
                 await ws.send(json.dumps(error_event("server_busy", msg)))
                 await ws.close(1013, "server busy")
@@ -268,12 +274,14 @@ class VloggerServer:
             index=self._opened - 1,
             brain=None if headless else make_brain(self.config.brain),
             headless=headless,
+            metrics=self.metrics,
         )
         self._opening += 1
         try:
             await session.build()
         except Exception as exc:
             _LOG.exception("session %s could not start", session.id)
+            self.metrics.sessions_refused.labels("start_failed").inc()
             with contextlib.suppress(Exception):
                 await ws.send(json.dumps(error_event("internal", f"the session could not start: {exc}")))
                 await ws.close(1011, "session could not start")
@@ -281,9 +289,11 @@ class VloggerServer:
         finally:
             self._opening -= 1
         self.sessions[session.id] = session
+        self.metrics.sessions_started.inc()
         _LOG.info("session %s opened (%d open)", session.id, len(self.sessions))
         try:
             await session.run()
         finally:
             self.sessions.pop(session.id, None)
+            self.metrics.session_closed(session.id)
             _LOG.info("session %s ended (%d open)", session.id, len(self.sessions))

@@ -21,6 +21,7 @@ from vlogger.engines.asr.vad import SpeechProbability
 from vlogger.runtime.brains import Brain
 from vlogger.runtime.conversation import Conversation
 from vlogger.runtime.engine_factory import EngineFactory
+from vlogger.runtime.metrics import ServerMetrics, TimedEngines
 from vlogger.runtime.pipeline import AudioRefused, AudioSegment, Pipeline, Utterance
 from vlogger.runtime.protocol import (
     AudioEnd,
@@ -62,6 +63,7 @@ class Session:
         index: int = 0,
         brain: Brain | None = None,
         headless: bool = False,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.headless = headless
@@ -75,6 +77,8 @@ class Session:
         self.index = index
         """The server's ``index``-th session (from 0): its motion engine's seed follows it."""
         self._brain = None if headless else brain
+        self.metrics = metrics if metrics is not None else ServerMetrics()
+        """The server's metrics (its stage histograms, this session's gauges)."""
         self.pipeline: Pipeline
         """The session's engines and threads (set by :meth:`build`)."""
         self.conversation: Conversation
@@ -96,8 +100,15 @@ class Session:
     async def build(self) -> None:
         """Make the session's engines off the event loop (its renderer process, motion engine,
         voice: no model is loaded here, the server shares loaded ones), then its conversation."""
+        stages = self.metrics.stages
         self.pipeline = await asyncio.to_thread(
-            Pipeline, self.engines, self._default_avatar, self.config, self.emit, self.index
+            Pipeline,
+            TimedEngines(self.engines, stages),  # times its voice and motion engine
+            self._default_avatar,
+            self.config,
+            self.emit,
+            self.index,
+            stages,
         )
         self.conversation = Conversation(self.pipeline, self.emit, self._brain, self.config.listen)
 
@@ -392,7 +403,9 @@ class Session:
         sampler = StatsSampler()
         while True:
             await asyncio.sleep(self.config.stats_period_s)
-            self.emit(sampler.sample(self.pipeline, self.video, self.audio))
+            stats = sampler.sample(self.pipeline, self.video, self.audio)
+            self.metrics.session_stats(self.id, stats)
+            self.emit(stats)
 
 
 def _quiet(step: asyncio.Future[Any]) -> None:

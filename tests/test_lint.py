@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DIRS = ("engines", "runtime", "export", "client_web")
+PACKAGE_DIRS = ("engines", "runtime", "export", "client_web", "integrations")
 
 
 def _run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

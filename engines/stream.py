@@ -82,43 +82,64 @@ class StreamFrame(Generic[P]):
 
 
 class _Samples:
-    """Mono float32 samples by absolute sample index, silence where nothing was written."""
+    """Mono float32 samples by absolute sample index, silence where nothing was written.
+
+    Per-frame cost is the frame's samples: the storage grows by doubling and is compacted only when
+    more than half of it lies before the read position (no copy of the whole buffer per chunk or
+    per frame).
+    """
 
     def __init__(self) -> None:
+        self._buf = np.zeros(4096, np.float32)
+        self._head = 0
+        """Position in ``_buf`` of sample index ``_base``."""
         self._base = 0
-        self._buf = np.zeros(0, np.float32)
+        self._size = 0
+        """Samples held from ``_base`` on."""
+
+    def _reserve(self, size: int) -> None:
+        """Room for ``size`` samples from ``_base`` on; everything past the held samples is zero."""
+        if self._head + size <= self._buf.size:
+            return
+        held = self._buf[self._head : self._head + self._size].copy()
+        cap = self._buf.size if size <= self._buf.size // 2 else max(size, 2 * self._buf.size)
+        buf = self._buf if cap == self._buf.size else np.zeros(cap, np.float32)
+        buf[:] = 0.0
+        buf[: held.size] = held
+        self._buf, self._head = buf, 0
 
     def write(self, start: int, pcm: np.ndarray) -> None:
-        if pcm.size == 0:
-            return
         if start < self._base:  # before what was already handed out: keep only the rest
             pcm = pcm[self._base - start :]
             start = self._base
-            if pcm.size == 0:
-                return
-        end = start + pcm.size
-        if end > self._base + self._buf.size:
-            grown = np.zeros(end - self._base, np.float32)
-            grown[: self._buf.size] = self._buf
-            self._buf = grown
-        self._buf[start - self._base : end - self._base] = pcm
+        if pcm.size == 0:
+            return
+        end = start + pcm.size - self._base
+        self._reserve(end)
+        at = self._head + start - self._base
+        self._buf[at : at + pcm.size] = pcm
+        self._size = max(self._size, end)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         out = np.zeros(max(0, stop - start), np.float32)
-        lo, hi = max(start, self._base), min(stop, self._base + self._buf.size)
+        lo, hi = max(start, self._base), min(stop, self._base + self._size)
         if hi > lo:
-            out[lo - start : hi - start] = self._buf[lo - self._base : hi - self._base]
+            a = self._head + lo - self._base
+            out[lo - start : hi - start] = self._buf[a : a + hi - lo]
         return out
 
     def drop_before(self, index: int) -> None:
-        if index > self._base:
-            cut = min(index - self._base, self._buf.size)
-            self._buf = self._buf[cut:].copy() if cut < self._buf.size else np.zeros(0, np.float32)
+        if index > self._base:  # past the held samples the storage is zero, so moving on is enough
+            step = index - self._base
+            self._head += step
+            self._size = max(0, self._size - step)
             self._base = index
 
     def drop_from(self, index: int) -> None:
-        if index < self._base + self._buf.size:
-            self._buf = self._buf[: max(0, index - self._base)].copy()
+        keep = max(0, index - self._base)
+        if keep < self._size:
+            self._buf[self._head + keep : self._head + self._size] = 0.0
+            self._size = keep
 
 
 class AvatarStream(Generic[P]):

@@ -156,3 +156,34 @@ def test_real_engines_through_the_stream(real: AvatarStream[np.ndarray]) -> None
     assert np.percentile(opening[speaking], 90) > opening[after].max() + 0.03  # opens, then rests
     heard = np.concatenate([f.audio for f in frames if 1.0 <= f.pts < end])
     assert np.abs(heard).max() > 0.05  # the voice travels with the frames
+
+
+def test_sample_store_matches_a_plain_array_and_stays_small() -> None:
+    from vlogger.engines.stream import _Samples
+
+    rng = np.random.default_rng(0)
+    ref = np.zeros(3_000_000, np.float32)
+    store, base = _Samples(), 0
+    for _ in range(3000):  # writes (also before the read position), reads, drops at both ends
+        op = rng.integers(0, 3)
+        if op == 0:
+            start, n = int(rng.integers(base - 50, base + 20000)), int(rng.integers(0, 3000))
+            x = rng.standard_normal(n).astype(np.float32)
+            store.write(start, x)
+            lo = max(start, base)
+            if start + n > lo:
+                ref[lo : start + n] = x[lo - start :]
+        elif op == 1:
+            k = int(rng.integers(base, base + 3000))
+            store.drop_before(k)
+            base = k
+        else:
+            k = int(rng.integers(base, base + 20000))
+            store.drop_from(k)
+            ref[k:] = 0.0
+        a = int(rng.integers(base - 100, base + 20000))
+        b = a + int(rng.integers(0, 5000))
+        expect = np.zeros(b - a, np.float32)
+        expect[max(a, base) - a :] = ref[max(a, base) : b]
+        np.testing.assert_array_equal(store.read(a, b), expect)  # copies of written values
+    assert store._buf.size < 200_000  # it held ~1.5 M samples over time, never all at once

@@ -12,7 +12,7 @@ from vlogger.engines.cache import cache_dir
 
 from .base import BackendUnavailable
 
-__all__ = ["OrtConfig", "OrtRunner", "ort_providers"]
+__all__ = ["OrtConfig", "OrtRunner", "load_with_metadata", "ort_providers"]
 
 _PROVIDER = {
     "onnxruntime": "CPUExecutionProvider",
@@ -133,3 +133,23 @@ class OrtRunner:
             options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         outs = self.session.run(None, {n: np.ascontiguousarray(feed[n]) for n in self.input_names}, options)
         return dict(zip(self.output_names, outs, strict=True))
+
+
+def load_with_metadata(
+    path: Path, what: str, key: str, threads: int = 1, backend: str = "onnxruntime"
+) -> tuple[OrtRunner, dict]:
+    """A packaged vlogger ONNX model in a runner, and the JSON metadata it carries under ``key``.
+
+    InputError naming ``what`` when the file is missing or is not such a model.
+    """
+    import json
+
+    from vlogger.engines.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{what} model {str(path)!r} does not exist")
+    runner = OrtRunner(path, backend, OrtConfig(threads=int(threads)))
+    raw = runner.metadata.get(key)
+    if raw is None:
+        raise InputError(f"{str(path)!r} is not a vlogger {what} (no {key!r} metadata)")
+    return runner, json.loads(raw)

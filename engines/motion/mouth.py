@@ -12,15 +12,12 @@ network engine uses it for the mouth channels (``NetworkConfig.mouth = "readout"
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from vlogger.engines.errors import InputError
 
 __all__ = [
     "DEFAULT_MOUTH_MODEL",
@@ -77,16 +74,10 @@ def load_mouth_model(
     path: str | Path | None = None, threads: int = 1, backend: str = "onnxruntime"
 ) -> MouthModel:
     """Load a mouth read-out (``None`` = the packaged one) into a backend runner (CPU by default)."""
-    from vlogger.engines.backends.ort import OrtConfig, OrtRunner
+    from vlogger.engines.backends.ort import load_with_metadata
 
     p = Path(path) if path is not None else _default_path()
-    if not p.is_file():
-        raise InputError(f"mouth read-out model {str(p)!r} does not exist")
-    runner = OrtRunner(p, backend, OrtConfig(threads=int(threads)))
-    raw = runner.metadata.get(METADATA_KEY)
-    if raw is None:
-        raise InputError(f"{str(p)!r} is not a vlogger mouth read-out (no {METADATA_KEY!r} metadata)")
-    meta = json.loads(raw)
+    runner, meta = load_with_metadata(p, "mouth read-out", METADATA_KEY, threads, backend)
     return MouthModel(
         runner=runner,
         context=int(meta["spec"]["context"]),

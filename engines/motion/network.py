@@ -21,7 +21,6 @@ Blinks and gaze: with ``eyes="procedural"`` (the default) the teacher's blink an
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -184,16 +183,10 @@ def load_motion_model(
     path: str | Path | None = None, threads: int = 1, backend: str = "onnxruntime"
 ) -> tuple[Runner, dict]:
     """The motion network in a backend runner (``OrtRunner``) and its metadata (mean, std, configs)."""
-    from vlogger.engines.backends.ort import OrtConfig, OrtRunner
+    from vlogger.engines.backends.ort import load_with_metadata
 
     p = Path(path) if path is not None else _default_model_path()
-    if not p.exists():
-        raise InputError(f"motion network model {str(p)!r} does not exist")
-    runner = OrtRunner(p, backend, OrtConfig(threads=int(threads)))
-    raw = runner.metadata.get(METADATA_KEY)
-    if raw is None:
-        raise InputError(f"{str(p)!r} is not a vlogger motion network (no {METADATA_KEY!r} metadata)")
-    meta = json.loads(raw)
+    runner, meta = load_with_metadata(p, "motion network", METADATA_KEY, threads, backend)
     meta["mean"] = np.asarray(meta["mean"], np.float32)
     meta["std"] = np.asarray(meta["std"], np.float32)
     return runner, meta

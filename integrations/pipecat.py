@@ -9,9 +9,12 @@ frame (only while something is said), so the transport plays sound and picture t
 nothing is said the avatar idles and only images flow. ``TTSStoppedFrame`` ends the piece of speech
 and is pushed after its last frame. ``InterruptionFrame`` clears the stream at once: frames queued
 here are dropped and nothing rendered before it is pushed after it. Every other frame passes
-through. Engine work runs in one worker thread per service, never on the event loop; queues are
-bounded (``max_buffered_s`` of audio, ``lead_s`` of frames); a failure is logged and reported as an
-``ErrorFrame`` and the service then passes TTS audio through untouched.
+through. With pipeline metrics on (``PipelineParams(enable_metrics=True)``) the service reports
+pipecat's TTFB: from the first TTS audio of a piece of speech to its first image pushed. Engine
+work runs in one worker thread per service, never on the event loop; queues are bounded
+(``max_buffered_s`` of audio, ``lead_s`` of frames); TTS audio outside 8-48 kHz is dropped with a
+logged ``bad_audio`` error; a failure is logged and reported as an ``ErrorFrame`` and the service
+then passes TTS audio through untouched.
 
 Transport settings (pipecat 1.14): images carry ``sync_with_audio=True``, so the output transport
 shows each after the audio before it was written. Such images only reach the screen with
@@ -49,12 +52,17 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
+from vlogger.engines.errors import BadAudio, InputError
 from vlogger.engines.stream import AvatarStream, BufferFull, StreamConfig, StreamFrame
 from vlogger.engines.types import AudioChunk
 
-__all__ = ["StreamFactory", "VloggerVideoService", "pcm_from_frame"]
+__all__ = ["MAX_INPUT_RATE", "MIN_INPUT_RATE", "StreamFactory", "VloggerVideoService", "pcm_from_frame"]
 
 _LOG = logging.getLogger(__name__)
+
+#: TTS audio rates the service takes (Hz); frames at other rates are dropped with a logged error.
+MIN_INPUT_RATE = 8000
+MAX_INPUT_RATE = 48000
 
 StreamFactory = Callable[[int], AvatarStream[np.ndarray]]
 """Builds the service's avatar stream for an output audio rate (called in the worker thread)."""
@@ -126,7 +134,11 @@ class VloggerVideoService(FrameProcessor):
     (default: the pipeline's output rate). ``lead_s``: how far ahead of its due time a frame is
     rendered and pushed (keeps the transport's audio fed; at least one frame). ``max_buffered_s``:
     speech held ahead of playback; beyond it the service waits before taking more TTS audio.
-    ``stream_factory``: build the ``AvatarStream`` yourself (other engines, tests).
+    ``stream_factory``: build the ``AvatarStream`` yourself (other engines, tests). ``threads``:
+    when the service builds its stream, it pins this process's OpenCV and BLAS thread pools to that
+    many threads (``vlogger.engines.threads.pin_native_threads``, as ``vlogger serve`` does: left
+    alone, numpy's pool spins on every core and the avatar costs 2-3x the CPU); ``None`` leaves
+    them as they are.
     """
 
     def __init__(
@@ -139,6 +151,7 @@ class VloggerVideoService(FrameProcessor):
         lead_s: float = 0.08,
         max_buffered_s: float = 30.0,
         stream_factory: StreamFactory | None = None,
+        threads: int | None = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -154,6 +167,7 @@ class VloggerVideoService(FrameProcessor):
         self._lead_s = max(float(lead_s), self._dt)
         self._max_buffered_s = float(max_buffered_s)
         self._factory = stream_factory
+        self._threads = threads
         self._rate = audio_out_sample_rate
         self._epoch = 0
         self._commands: queue.Queue[_Audio | _Stop] = queue.Queue()
@@ -169,6 +183,10 @@ class VloggerVideoService(FrameProcessor):
         self._emitter: asyncio.Task[None] | None = None
         self._failed = False
         self._size: tuple[int, int] | None = None
+        self._in_speech = False
+        """A piece of speech is being taken (between its first TTS audio and its stop)."""
+        self._ttfb_open = False
+        """TTFB started for the current piece of speech and not yet stopped by its first image."""
 
     # -- pipecat ---------------------------------------------------------------------------------
 
@@ -177,6 +195,10 @@ class VloggerVideoService(FrameProcessor):
         await super().setup(setup)
         if self._rate is None:
             self._rate = int(setup.audio_out_sample_rate)
+
+    def can_generate_metrics(self) -> bool:
+        """Yes: TTFB, from a piece of speech's first TTS audio to its first image."""
+        return True
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -193,10 +215,15 @@ class VloggerVideoService(FrameProcessor):
             self._start()
         elif isinstance(frame, InterruptionFrame):
             self._interrupt()
+            self._in_speech = False
+            if self._ttfb_open:
+                self._ttfb_open = False
+                await self.cancel_ttfb_metrics()
             await self.push_frame(frame, direction)
         elif isinstance(frame, TTSAudioRawFrame) and not self._failed and self._thread is not None:
             await self._take_audio(frame)
         elif isinstance(frame, TTSStoppedFrame) and not self._failed and self._thread is not None:
+            self._in_speech = False
             self._commands.put(_Stop(self._epoch, frame))
             self._wake.set()
         elif isinstance(frame, EndFrame):
@@ -240,8 +267,21 @@ class VloggerVideoService(FrameProcessor):
         except (ValueError, TypeError) as e:
             _LOG.error("vlogger pipecat adapter: unreadable TTS audio frame %s: %s", frame, e)
             return
-        if pcm.size == 0 or frame.sample_rate <= 0:
+        if pcm.size == 0:
             return
+        if not MIN_INPUT_RATE <= frame.sample_rate <= MAX_INPUT_RATE:
+            _LOG.error(
+                "vlogger pipecat adapter: dropped TTS audio at %s Hz (%s): the avatar takes %d to %d Hz",
+                frame.sample_rate,
+                BadAudio.code,
+                MIN_INPUT_RATE,
+                MAX_INPUT_RATE,
+            )
+            return
+        if not self._in_speech:
+            self._in_speech = True
+            self._ttfb_open = True
+            await self.start_ttfb_metrics()
         item = _Audio(self._epoch, pcm, int(frame.sample_rate), frame.context_id)
         # back-pressure: wait (an interruption cancels this wait) while the stream is full
         while not self._failed and self._queued_s + self._backlog_s > self._max_buffered_s:
@@ -265,6 +305,9 @@ class VloggerVideoService(FrameProcessor):
             try:
                 if item.image is not None:
                     await self.push_frame(item.image)
+                    if self._ttfb_open and item.image.metadata["vlogger"]["speech"]:
+                        self._ttfb_open = False
+                        await self.stop_ttfb_metrics()
                 if item.audio is not None:
                     await self.push_frame(item.audio)
                 if item.passed is not None:
@@ -306,7 +349,10 @@ class VloggerVideoService(FrameProcessor):
             return self._factory(rate)
         from vlogger.engines.avatar import load_avatar
         from vlogger.engines.render.factory import make_renderer
+        from vlogger.engines.threads import pin_native_threads
 
+        if self._threads is not None:
+            pin_native_threads(self._threads)
         cfg = self._config
         avatar = load_avatar(self._image, height=self._height or cfg.output.height, config=cfg.avatar)
         renderer = make_renderer(cfg.renderer, avatar.image, avatar.fit, cfg.warp, cfg.diffusion)
@@ -429,6 +475,10 @@ class VloggerVideoService(FrameProcessor):
                 stream.push_audio(chunk)
             except BufferFull:
                 return  # taken again once frames have been handed out
+            except InputError as e:
+                _LOG.error("vlogger pipecat adapter: dropped TTS audio (%s): %s", e.code, e)
+                w.held.popleft()
+                continue
             w.held.popleft()
             w.audio_end = chunk.end
             if w.speech and abs(w.speech[-1][1] - start) < 1e-9:

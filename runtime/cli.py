@@ -1,5 +1,6 @@
-"""The ``vlogger`` command line (argparse lives here, in ``serve_cli.py`` and in ``flags.py``, the
-flags ``render`` and ``serve`` share)."""
+"""The ``vlogger`` command line (argparse lives here, in ``serve_cli.py``, in
+``integrations/livekit_cli.py`` (``livekit-worker``) and in ``flags.py``, the flags the commands
+share)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vlogger.export.cli import add_export_parser, run_export
 
     add_export_parser(sub).set_defaults(run=run_export)
+    from vlogger.integrations.livekit_cli import add_livekit_worker_parser, run_livekit_worker
+
+    add_livekit_worker_parser(sub).set_defaults(run=run_livekit_worker)
     return parser
 
 
@@ -122,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.command == "fit":
             return _fit(args)
-        if args.command in ("serve", "export"):
+        if args.command in ("serve", "export", "livekit-worker"):
             return int(args.run(args))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

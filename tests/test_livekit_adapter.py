@@ -79,6 +79,22 @@ def audio_seconds(items: list[Any]) -> float:
     return sum(i.duration for i in items if isinstance(i, rtc.AudioFrame))
 
 
+def test_i420_is_bt601_limited_range_with_block_mean_chroma() -> None:
+    from vlogger.engines.avatar import load_avatar
+    from vlogger.integrations.livekit import _rgb_to_i420
+
+    rgb = load_avatar(height=256).image[:255, :253]  # odd sizes are padded to even
+    i420, w, h = _rgb_to_i420(rgb)
+    assert (w, h) == (254, 256) and i420.size == w * h * 3 // 2
+    x = np.pad(rgb, ((0, 1), (0, 1), (0, 0)), mode="edge").astype(np.float64)
+    y = 16 + 0.257 * x[..., 0] + 0.504 * x[..., 1] + 0.098 * x[..., 2]
+    q = x.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
+    u = 128 - 0.148 * q[..., 0] - 0.291 * q[..., 1] + 0.439 * q[..., 2]
+    v = 128 + 0.439 * q[..., 0] - 0.368 * q[..., 1] - 0.071 * q[..., 2]
+    want = np.concatenate([np.round(p).ravel() for p in (y, u, v)])
+    assert np.abs(i420.astype(np.float64) - want).max() <= 1.0
+
+
 def test_audio_frame_to_mono_averages_channels() -> None:
     data = np.array([1000, 3000, -2000, 0], np.int16)
     mono = audio_frame_to_mono(rtc.AudioFrame(data.tobytes(), 24000, 2, 2))
@@ -86,7 +102,7 @@ def test_audio_frame_to_mono_averages_channels() -> None:
     assert audio_frame_to_mono(rtc.AudioFrame(b"", 48000, 1, 0)).size == 0
 
 
-@pytest.mark.parametrize(("rate", "channels"), [(24000, 2), (48000, 1)])
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (24000, 2), (48000, 1)])
 def test_speech_comes_out_as_timed_frames_with_its_audio(
     speech: tuple[np.ndarray, int], rate: int, channels: int
 ) -> None:
@@ -156,6 +172,30 @@ def test_clear_buffer_mid_speech_stops_sound_and_mouth(speech: tuple[np.ndarray,
     assert not any(f.motion.speaking for f in seen if f.pts >= cut + 0.08)
     assert isinstance(again[-1], AudioSegmentEnd)
     assert abs(audio_seconds(again) - 0.5) <= 1.0 / FPS
+
+
+def test_rates_it_cannot_take_are_dropped_with_a_named_error(
+    speech: tuple[np.ndarray, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    pcm, src = speech
+
+    async def run() -> list[Any]:
+        gen, _ = make_generator()
+        for rate in (4000, 96000):
+            await gen.push_audio(rtc.AudioFrame(np.zeros(800, np.int16).tobytes(), rate, 1, 800))
+        for f in livekit_frames(pcm, src, 1):
+            await gen.push_audio(f)
+        await gen.push_audio(AudioSegmentEnd())
+        items = await take(gen, 100, stop_at_end=True)
+        await gen.aclose()
+        return items
+
+    with caplog.at_level("ERROR", logger="vlogger.integrations.livekit"):
+        items = asyncio.run(run())
+    dropped = [r.getMessage() for r in caplog.records]
+    assert len(dropped) == 2 and all("bad_audio" in m and "8000 to 48000 Hz" in m for m in dropped)
+    assert isinstance(items[-1], AudioSegmentEnd)
+    assert abs(audio_seconds(items) - pcm.size / src) <= 1.0 / FPS  # the good speech plays in full
 
 
 def test_idle_clears_and_an_empty_segment() -> None:

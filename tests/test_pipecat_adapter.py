@@ -21,11 +21,14 @@ pytest.importorskip("pipecat", reason="pipecat is not installed (pip install -e 
 from pipecat.frames.frames import (
     Frame,
     InterruptionFrame,
+    MetricsFrame,
     OutputImageRawFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
 )
+from pipecat.metrics.metrics import TTFBMetricsData
 from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.task import PipelineParams
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
@@ -96,9 +99,15 @@ def tts_frames(pcm: np.ndarray, rate: int, channels: int = 1, piece_s: float = 0
     ]
 
 
-def run(service: VloggerVideoService, frames: list[Frame]) -> list[tuple[float, Frame]]:
+def run(
+    service: VloggerVideoService, frames: list[Frame], params: PipelineParams | None = None
+) -> list[tuple[float, Frame]]:
     recorder = Recorder()
-    asyncio.run(run_test(Pipeline([service, recorder]), frames_to_send=frames, start_timeout=5.0))
+    asyncio.run(
+        run_test(
+            Pipeline([service, recorder]), frames_to_send=frames, start_timeout=5.0, pipeline_params=params
+        )
+    )
     return recorder.frames
 
 
@@ -122,7 +131,7 @@ def check_images(rec: list[tuple[float, Frame]], avatar: Any) -> list[tuple[floa
     return shown
 
 
-@pytest.mark.parametrize("rate", [24000, 16000])
+@pytest.mark.parametrize("rate", [8000, 24000, 48000])
 def test_speech_comes_out_as_images_and_audio_at_25_fps(rate: int, speech: np.ndarray, engines: Any) -> None:
     avatar, factory = engines
     service = VloggerVideoService(stream_factory=factory, audio_out_sample_rate=rate)
@@ -210,6 +219,52 @@ def test_empty_frames_and_stereo(speech: np.ndarray, engines: Any) -> None:
     rec = run(service, frames)
     assert abs(audio_s(rec) - speech.size / 22050) <= DT
     check_images(rec, avatar)
+
+
+def test_rates_it_cannot_take_are_dropped_with_a_named_error(
+    speech: np.ndarray, engines: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    avatar, factory = engines
+    service = VloggerVideoService(stream_factory=factory)
+    sent = tts_frames(speech, 24000)
+    bad = [
+        TTSAudioRawFrame(audio=np.zeros(400, "<i2").tobytes(), sample_rate=rate, num_channels=1)
+        for rate in (4000, 96000, 1)
+    ]
+    with caplog.at_level("ERROR", logger="vlogger.integrations.pipecat"):
+        rec = run(
+            service, [SleepFrame(0.3), *bad, *sent, TTSStoppedFrame(), SleepFrame(speech.size / 22050 + 0.6)]
+        )
+    dropped = [r.getMessage() for r in caplog.records if "Hz" in r.getMessage()]
+    assert len(dropped) == 3 and all("bad_audio" in m and "8000 to 48000 Hz" in m for m in dropped)
+    assert abs(audio_s(rec) - speech.size / 22050) <= DT  # the speech after them plays in full
+    check_images(rec, avatar)
+
+
+def test_reports_ttfb_from_first_audio_to_first_speaking_image(speech: np.ndarray, engines: Any) -> None:
+    _, factory = engines
+    service = VloggerVideoService(stream_factory=factory)
+    sent = tts_frames(speech[:22050], 24000)
+    gap = [TTSStoppedFrame(), SleepFrame(1.5)]
+    params = PipelineParams(enable_metrics=True, report_only_initial_ttfb=False)
+    rec = run(service, [SleepFrame(0.3), *sent, *gap, *sent, *gap], params)
+    ttfb = [
+        (t, d.value)
+        for t, f in rec
+        if isinstance(f, MetricsFrame)
+        for d in f.data
+        if isinstance(d, TTFBMetricsData) and d.processor == service.name and d.value != 0.0
+    ]  # (pipecat reports a zero for every metrics-generating processor at start)
+    assert len(ttfb) == 2  # one per piece of speech
+    for t, value in ttfb:
+        started = t - value  # when the first audio of that piece went in
+        first = next(
+            ti
+            for ti, f in rec
+            if ti >= started and isinstance(f, OutputImageRawFrame) and f.metadata["vlogger"]["speech"]
+        )
+        # reported with that image (a MetricsFrame is a system frame: it may overtake the image)
+        assert 0.0 < value < 0.5 and abs(t - first) < 0.05
 
 
 def test_builds_the_default_avatar_and_passes_other_frames() -> None:

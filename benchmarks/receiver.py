@@ -105,6 +105,27 @@ class Receiver:
             raise RuntimeError(f"offer refused: {answer}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
+    async def connect_offer(
+        self, answer: Any, kinds: tuple[str, ...] = ("audio", "video"), timeout: float = 15.0
+    ) -> None:
+        """Receive from a peer other than ``/ws`` (a framework's transport): ``await answer(sdp)``
+        gets this side's offer (receive-only transceivers in the order of ``kinds``, host candidates
+        included) and returns the answer's SDP. Records media like :meth:`connect`."""
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = pc
+        for kind in kinds:
+            self._watch_packets(pc.addTransceiver(kind, direction="recvonly").receiver, kind)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = await asyncio.wait_for(answer(pc.localDescription.sdp), timeout)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
     def _watch_packets(self, receiver: Any, kind: str) -> None:
         """Note when each RTP timestamp's first packet arrives (wraps the receiver's handler)."""
         seen: dict[int, float] = {}

@@ -67,8 +67,10 @@ def test_mouth_moves_with_speech_and_rests_in_silence(text_render) -> None:  # t
     assert np.percentile(speech, 90) - np.percentile(speech, 10) > 0.08
     opens = count_dips(-speech, -np.percentile(speech, 75), min_gap=2)
     assert opens >= 6, f"mouth opened only {opens} times in {report.speech_duration:.1f} s of speech"
-    # in silence it barely moves
-    assert np.ptp(silent) < 0.35 * (np.percentile(speech, 90) - np.percentile(speech, 10))
+    # in silence it barely moves: the 5-95% spread of the reading (not its peak-to-peak, which one
+    # frame of landmark jitter on a moving head decides; OpenCV 4 and 5 render pixels differently)
+    spread = np.percentile(silent, 95) - np.percentile(silent, 5)
+    assert spread < 0.35 * (np.percentile(speech, 90) - np.percentile(speech, 10))
     assert np.median(silent) < np.percentile(speech, 75)
 
 

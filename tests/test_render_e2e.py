@@ -65,7 +65,7 @@ def test_mouth_moves_with_speech_and_rests_in_silence(text_render) -> None:  # t
     silent, speech = silent[np.isfinite(silent)], speech[np.isfinite(speech)]
     # while speaking the mouth opens wide and closes again, many times. piper samples its noise (the
     # same text comes out with other durations each time), so the speech differs from run to run:
-    # over 8 runs (OpenCV 4.14, 5.0, 5.1) this 10-90% range was 0.075-0.099; a mouth that does not
+    # over 9 runs (OpenCV 4.14, 5.0, 5.1) this 10-90% range was 0.075-0.099; a mouth that does not
     # move reads as the landmarks' jitter, about 0.02
     assert np.percentile(speech, 90) - np.percentile(speech, 10) > 0.06
     opens = count_dips(-speech, -np.percentile(speech, 75), min_gap=2)

@@ -46,7 +46,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, VideoGenerator
 
 from vlogger.engines.errors import BadAudio, InputError
-from vlogger.engines.stream import AvatarStream, StreamConfig, StreamFrame
+from vlogger.engines.stream import AvatarStream, StreamFrame
 from vlogger.engines.types import AudioChunk
 
 if TYPE_CHECKING:
@@ -101,26 +101,17 @@ def build_avatar_stream(
     threads (``vlogger.engines.threads.pin_native_threads``, as ``vlogger serve`` does: left alone,
     numpy's pool spins on every core and a session costs 2-3x the CPU); ``None`` leaves them as
     they are. Blocking (loads models, fits the photo): call it from a worker thread. Raises
-    ``InputError`` for a bad photo or an unknown renderer."""
-    from vlogger.engines.avatar import load_avatar
-    from vlogger.engines.render.factory import make_renderer
-    from vlogger.runtime.config import VloggerConfig
+    ``InputError`` for a bad photo or an unknown renderer (built by
+    :func:`vlogger.runtime.live_stream.build_live_stream`)."""
+    from vlogger.runtime.live_stream import build_live_stream
 
     if threads is not None:
         from vlogger.engines.threads import pin_native_threads
 
         pin_native_threads(threads)
-    cfg = config or VloggerConfig()
-    source = photo if photo is not None else cfg.server.default_image
-    avatar = load_avatar(
-        str(source) if isinstance(source, Path) else source, height=cfg.output.height, config=cfg.avatar
+    return build_live_stream(
+        config, photo, audio_rate=audio_sample_rate, seed=seed, models=models, max_buffered_s=max_buffered_s
     )
-    motion = cfg.make_motion(seed, models=models if models is not None else cfg.load_motion_models())
-    renderer = make_renderer(cfg.renderer, avatar.image, avatar.fit, cfg.warp, cfg.diffusion)
-    stream_config = StreamConfig(
-        fps=cfg.output.fps, audio_rate=audio_sample_rate, max_buffered_s=max_buffered_s, causal=True
-    )
-    return AvatarStream(avatar, motion, renderer, stream_config)
 
 
 @dataclass

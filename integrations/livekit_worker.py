@@ -64,6 +64,7 @@ from vlogger.engines.errors import InputError
 from vlogger.integrations.livekit import VloggerVideoGenerator
 from vlogger.integrations.livekit_runner import VloggerAvatarRunner
 from vlogger.runtime.config import VloggerConfig
+from vlogger.runtime.live_stream import start_site
 
 __all__ = ["AvatarWorker", "GeneratorFactory", "WorkerConfig", "WorkerError", "livekit_ws_url"]
 
@@ -185,13 +186,7 @@ class AvatarWorker:
 
     async def start(self) -> None:
         """Listen on ``host:port``; ``OSError`` if it cannot."""
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self.config.port
+        self._runner, self.port = await start_site(self.make_app(), self.config.host, self.config.port)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop taking sessions, leave every room, close the endpoint."""

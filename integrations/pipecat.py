@@ -53,7 +53,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
 from vlogger.engines.errors import BadAudio, InputError
-from vlogger.engines.stream import AvatarStream, BufferFull, StreamConfig, StreamFrame
+from vlogger.engines.stream import AvatarStream, BufferFull, StreamFrame
 from vlogger.engines.types import AudioChunk
 
 __all__ = ["MAX_INPUT_RATE", "MIN_INPUT_RATE", "StreamFactory", "VloggerVideoService", "pcm_from_frame"]
@@ -347,23 +347,18 @@ class VloggerVideoService(FrameProcessor):
         rate = int(self._rate or 24000)
         if self._factory is not None:
             return self._factory(rate)
-        from vlogger.engines.avatar import load_avatar
-        from vlogger.engines.render.factory import make_renderer
         from vlogger.engines.threads import pin_native_threads
+        from vlogger.runtime.live_stream import build_live_stream
 
         if self._threads is not None:
             pin_native_threads(self._threads)
-        cfg = self._config
-        avatar = load_avatar(self._image, height=self._height or cfg.output.height, config=cfg.avatar)
-        renderer = make_renderer(cfg.renderer, avatar.image, avatar.fit, cfg.warp, cfg.diffusion)
-        try:
-            stream_cfg = StreamConfig(
-                fps=self._fps, audio_rate=rate, max_buffered_s=self._max_buffered_s, causal=True
-            )
-            return AvatarStream(avatar, cfg.make_motion(), renderer, stream_cfg)
-        except BaseException:
-            renderer.close()
-            raise
+        return build_live_stream(
+            self._config,
+            self._image,
+            audio_rate=rate,
+            height=self._height,
+            max_buffered_s=self._max_buffered_s,
+        )
 
     def _post(self, item: _Out) -> bool:
         """Hand ``item`` to the event loop, waiting for room; False when stopping or interrupted."""

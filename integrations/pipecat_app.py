@@ -54,6 +54,7 @@ from vlogger.engines.stream import AvatarStream, StreamConfig
 from vlogger.integrations.pipecat import StreamFactory, VloggerVideoService
 from vlogger.integrations.pipecat_page import PAGE
 from vlogger.integrations.pipecat_services import VloggerSTTService, VloggerTTSService, VloggerVADAnalyzer
+from vlogger.runtime.live_stream import start_site
 
 __all__ = ["BRAINS", "AppConfig", "EchoBrain", "PipecatAvatarApp", "openai_brain"]
 
@@ -310,13 +311,7 @@ class PipecatAvatarApp:
         await asyncio.to_thread(self.prepare)
         if is_loopback(self.config.host) or self.config.host == "localhost":
             enable_loopback_ice()
-        self._runner = web.AppRunner(self.web_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self.config.port
+        self._runner, self.port = await start_site(self.web_app(), self.config.host, self.config.port)
 
     async def stop(self) -> None:
         """Close every connection and its pipeline, then the server."""
